@@ -1,0 +1,33 @@
+# The two commands: `make mnist` (the main job) and `make test` (every check).
+# Both set up their own virtual environment from nothing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/data
+
+.PHONY: mnist demo test typecheck pytest bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The main job: train the seed's MLP on MNIST the functional way.
+mnist: $(VENV)/.installed
+	$(PY) examples/mnist.py --data-dir $(DATA)
+
+demo: mnist
+
+# Every check: strict typing of the package, the examples and the tests, then pytest.
+test: $(VENV)/.installed
+	$(PY) -m mypy
+	$(PY) -m pytest tests tapegrad examples
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/train_step.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

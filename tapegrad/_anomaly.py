@@ -1,0 +1,90 @@
+"""Opt-in anomaly mode: stop at the first op that makes a NaN or an infinity.
+
+Off by default, because checking every result costs a pass over its data.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._tensor import Tensor
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class _AnomalyState:
+    """Whether anomaly mode is on, and where each checked result was made."""
+
+    __slots__ = ("enabled", "origins")
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.origins: dict[int, str] = {}
+
+
+ANOMALY = _AnomalyState()
+
+
+@contextmanager
+def debug_nans() -> Iterator[None]:
+    """Raise `FloatingPointError` at the first op whose result is not finite.
+
+    Inside the block, every op checks its output, and every backward rule its
+    cotangents. The error names the op, forward or backward, and the line of
+    user code that called it.
+
+    >>> import tapegrad as tg
+    >>> with tg.debug_nans():
+    ...     tg.log(tg.tensor([-1.0]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    FloatingPointError: `log` produced nan in its forward pass, called at ...
+    """
+    previous = ANOMALY.enabled
+    ANOMALY.enabled = True
+    try:
+        yield
+    finally:
+        ANOMALY.enabled = previous
+        if not previous:
+            ANOMALY.origins.clear()
+
+
+def user_line() -> str:
+    """``file:line: code`` of the innermost stack frame outside tapegrad."""
+    for frame in reversed(traceback.extract_stack()):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
+            return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+    return "<unknown>"  # pragma: no cover - a tapegrad op is always called from somewhere
+
+
+def check_forward(name: str, out: Tensor) -> None:
+    """Raise if ``out`` holds a NaN or an infinity; else remember where it was made."""
+    where = user_line()
+    _raise_if_not_finite(name, out, "forward pass", where)
+    ANOMALY.origins[id(out)] = where
+
+
+def check_backward(name: str, out: Tensor, grads: tuple[Tensor | None, ...]) -> None:
+    """Raise if a cotangent from ``name``'s rule holds a NaN or an infinity."""
+    for i, g in enumerate(grads):
+        if g is not None:
+            where = ANOMALY.origins.get(id(out), "<recorded before debug_nans() was on>")
+            _raise_if_not_finite(name, g, f"backward pass (cotangent of input {i})", where)
+
+
+def _raise_if_not_finite(name: str, t: Tensor, phase: str, where: str) -> None:
+    if t.dtype.kind not in "fc":
+        return
+    xp_isnan = t.data != t.data
+    if bool(xp_isnan.any()):
+        kind = "nan"
+    elif bool((abs(t.data) == float("inf")).any()):
+        kind = "inf"
+    else:
+        return
+    raise FloatingPointError(f"`{name}` produced {kind} in its {phase}, called at {where}")

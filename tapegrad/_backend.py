@@ -1,0 +1,97 @@
+"""Array backends: NumPy on the host, CuPy on an NVIDIA GPU.
+
+Every tensor holds one array, and every op runs on the module that owns its
+inputs' arrays. Nothing here copies between devices behind the user's back.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: An array on either device. CuPy arrays duck-type as NumPy arrays for every
+#: method the engine calls, so the type checker sees one array type.
+Array: TypeAlias = NDArray[Any]
+Device: TypeAlias = Literal["cpu", "cuda"]
+DEVICES: tuple[Device, ...] = ("cpu", "cuda")
+
+_cupy: ModuleType | None = None
+
+
+def cupy_module() -> ModuleType:
+    """Import CuPy on first use, with an error that says how to get it."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise RuntimeError(
+                "device 'cuda' needs CuPy: install it with `pip install 'tapegrad[gpu]'` "
+                "(or the cupy-cudaXXx wheel matching your CUDA version)"
+            ) from exc
+        _cupy = cupy
+    return _cupy
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        cp = cupy_module()
+        return bool(cp.cuda.runtime.getDeviceCount() > 0)
+    except Exception:  # noqa: BLE001 - any failure means "no usable GPU"
+        return False
+
+
+def check_device(device: str) -> Device:
+    """Validate a device name, naming the accepted ones on failure."""
+    if device == "cpu" or device == "cuda":
+        return device
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+
+
+def default_device() -> Device:
+    """The device for new tensors: ``TAPEGRAD_DEVICE`` if set, else ``'cpu'``."""
+    return check_device(os.environ.get("TAPEGRAD_DEVICE", "cpu"))
+
+
+def device_of(array: Any) -> Device:
+    """The device an array lives on."""
+    return "cpu" if isinstance(array, (np.ndarray, np.generic)) else "cuda"
+
+
+def array_module(array: Any) -> ModuleType:
+    """``numpy`` or ``cupy``, whichever owns ``array``."""
+    return np if isinstance(array, (np.ndarray, np.generic)) else cupy_module()
+
+
+def module_for(device: Device) -> ModuleType:
+    """The array module for a device name."""
+    return np if device == "cpu" else cupy_module()
+
+
+def to_device(array: Any, device: Device) -> Array:
+    """Copy ``array`` to ``device`` (a no-op when it is already there)."""
+    if device_of(array) == device:
+        return np.asarray(array) if device == "cpu" else array  # type: ignore[no-any-return]
+    if device == "cpu":
+        return array.get()  # type: ignore[no-any-return]
+    return cupy_module().asarray(array)  # type: ignore[no-any-return]
+
+
+def to_host(array: Any) -> Array:
+    """A NumPy array with the same values, on the host."""
+    return np.asarray(array) if device_of(array) == "cpu" else array.get()  # type: ignore[no-any-return]
+
+
+def scatter_add(out: Array, index: Any, values: Array) -> None:
+    """``out[index] += values`` with repeated indices accumulating, in place."""
+    if isinstance(out, np.ndarray):
+        np.add.at(out, index, values)
+    else:
+        import cupyx  # pragma: no cover - GPU only
+
+        cupyx.scatter_add(out, index, values)  # pragma: no cover

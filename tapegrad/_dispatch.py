@@ -1,0 +1,123 @@
+"""Argument checks shared by every op: what counts as a tensor, and devices.
+
+Kept out of the op modules so that each op is its computation and its rule,
+and so that every op words its errors the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._backend import device_of
+from ._primitive import Primitive
+from ._tape import _ACTIVE, emit
+from ._tensor import Tensor, TensorLike, wrap
+
+_PY_SCALARS = (int, float, bool)
+
+
+def as_tensor(x: Any, op: str, arg: str = "x") -> Tensor:
+    """``x`` if it is a tensor; a Python number or array becomes a constant one."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, _PY_SCALARS):
+        return Tensor(np.asarray(x, dtype=np.float32 if isinstance(x, float) else None))
+    if isinstance(x, np.ndarray | np.generic) or hasattr(x, "__cuda_array_interface__"):
+        return Tensor(np.asarray(x) if isinstance(x, np.generic) else x)
+    raise TypeError(
+        f"`{op}`: {arg} must be a Tensor, a Python number or an array, got "
+        f"{type(x).__name__}; wrap it with tapegrad.tensor(...)"
+    )
+
+
+def raw(x: Any, op: str) -> Any:
+    """The array (or Python number) that NumPy should see for an operand."""
+    if isinstance(x, Tensor):
+        return x.data
+    if isinstance(x, _PY_SCALARS) or isinstance(x, np.ndarray | np.generic):
+        return x
+    if hasattr(x, "__cuda_array_interface__"):
+        return x
+    raise TypeError(
+        f"`{op}`: expected a Tensor, a Python number or an array, got "
+        f"{type(x).__name__}; wrap it with tapegrad.tensor(...)"
+    )
+
+
+def lift(x: Any, dtype: Any) -> Tensor:
+    """A constant tensor for an operand that was not a tensor.
+
+    A Python number takes the dtype NumPy gave the result (NEP 50: it is weak),
+    so its rule computes in the same dtype as the forward pass did.
+    """
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, _PY_SCALARS):
+        return Tensor(np.asarray(x, dtype=dtype))
+    return Tensor(np.asarray(x) if isinstance(x, np.generic) else x)
+
+
+def same_device(op: str, *arrays: Any) -> None:
+    """Raise if the arrays live on different devices (no silent copies)."""
+    devices = {device_of(a) for a in arrays if not isinstance(a, _PY_SCALARS)}
+    if len(devices) > 1:
+        raise ValueError(
+            f"`{op}`: operands are on different devices (cpu and cuda); move one with "
+            ".to('cuda') or .to('cpu') first"
+        )
+
+
+def shapes_of(*xs: Any) -> str:
+    """``(2, 3) and (4,)``, for error messages."""
+    return " and ".join(str(np.shape(x)) for x in xs)
+
+
+def compute_binary(op: str, a: TensorLike, b: TensorLike, fn: Callable[[Any, Any], Any]) -> Any:
+    """``fn`` on the operands' arrays, with NumPy's errors reworded to teach."""
+    ad = raw(a, op)
+    bd = raw(b, op)
+    try:
+        return fn(ad, bd)
+    except ValueError as exc:
+        if "broadcast" not in str(exc):
+            raise
+        raise ValueError(
+            f"`{op}`: shapes {shapes_of(ad, bd)} do not broadcast; NumPy's rule "
+            "matches shapes from the right, and each pair of sizes must be equal or 1. "
+            "Reshape one operand (e.g. x[:, None]) to line them up."
+        ) from None
+    except TypeError:
+        same_device(op, ad, bd)
+        raise
+
+
+def binary(prim: Primitive, a: TensorLike, b: TensorLike, fn: Callable[[Any, Any], Any]) -> Tensor:
+    """Run a broadcasting binary op and record it with both operands as tensors."""
+    result = compute_binary(prim.name, a, b, fn)
+    if _ACTIVE.get():
+        dtype = getattr(result, "dtype", None)
+        return emit(prim, (lift(a, dtype), lift(b, dtype)), result)
+    return emit(prim, (), result)
+
+
+def compare(op: str, a: TensorLike, b: TensorLike, fn: Callable[[Any, Any], Any]) -> Tensor:
+    """A binary op with a boolean (or integer) result, which is never recorded."""
+    return wrap(compute_binary(op, a, b, fn))
+
+
+def unary(prim: Primitive, x: TensorLike, fn: Callable[[Any], Any], params: Any = None) -> Tensor:
+    """Run an element-wise op on one tensor and record it."""
+    t = as_tensor(x, prim.name)
+    return emit(prim, (t,), fn(t.data), params)
+
+
+def floating(t: Tensor, op: str) -> None:
+    """Raise unless ``t`` has a floating dtype (for ops only defined there)."""
+    if t.dtype.kind != "f":
+        raise TypeError(
+            f"`{op}`: expected a floating tensor, got dtype {t.dtype}; cast it first, "
+            "e.g. x.astype('float32')"
+        )

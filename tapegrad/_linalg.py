@@ -1,0 +1,76 @@
+"""Matrix products."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._dispatch import as_tensor, same_device
+from ._primitive import primitive
+from ._reduce import sum as _sum
+from ._shape import reshape, swapaxes
+from ._tape import emit
+from ._tensor import Tensor, TensorLike
+
+Grads = Sequence[Tensor | None]
+
+
+def _mismatch(a: Tensor, b: Tensor) -> ValueError:
+    hint = ""
+    if a.ndim >= 2 and b.ndim >= 2 and a.shape[-1] == b.shape[-1]:
+        hint = "; did you mean `x @ w.T`?"
+    elif a.ndim >= 2 and b.ndim >= 2 and a.shape[-2] == b.shape[-2]:
+        hint = "; did you mean `x.T @ w`?"
+    return ValueError(f"`matmul`: shapes {a.shape} and {b.shape} do not align{hint}")
+
+
+def matmul(a: TensorLike, b: TensorLike) -> Tensor:
+    """Matrix product with NumPy's rules: 1-D operands are vectors, leading axes batch."""
+    x = as_tensor(a, "matmul", "a")
+    y = as_tensor(b, "matmul", "b")
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(
+            f"`matmul`: shapes {x.shape} and {y.shape}: matmul needs at least 1-D operands; "
+            "use `*` to scale by a scalar"
+        )
+    if x.shape[-1] != y.shape[-2 if y.ndim > 1 else 0]:
+        raise _mismatch(x, y)
+    same_device("matmul", x.data, y.data)
+    try:
+        result = x.data @ y.data
+    except ValueError:
+        raise ValueError(
+            f"`matmul`: the batch axes of shapes {x.shape} and {y.shape} do not broadcast"
+        ) from None
+    return emit(MATMUL, (x, y), result)
+
+
+def _matmul_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    a, b = inputs
+    if a.ndim >= 2 and b.ndim >= 2:  # the common case, with no reshaping
+        return (
+            g @ swapaxes(b, -1, -2) if needs[0] else None,
+            swapaxes(a, -1, -2) @ g if needs[1] else None,
+        )
+    # Promote vectors to matrices as NumPy does, then undo the promotion.
+    a2 = reshape(a, (1, a.shape[0])) if a.ndim == 1 else a
+    b2 = reshape(b, (b.shape[0], 1)) if b.ndim == 1 else b
+    gshape = list(g.shape)
+    if a.ndim == 1:
+        gshape.insert(len(gshape) - (0 if b.ndim == 1 else 1), 1)
+    if b.ndim == 1:
+        gshape.append(1)
+    g2 = reshape(g, tuple(gshape))
+    ga = gb = None
+    if needs[0]:
+        ga = g2 @ swapaxes(b2, -1, -2)
+        if a.ndim == 1:  # (..., 1, k): sum the batch, drop the promoted axis
+            ga = reshape(_sum(ga, tuple(range(ga.ndim - 2))) if ga.ndim > 2 else ga, a.shape)
+    if needs[1]:
+        gb = swapaxes(a2, -1, -2) @ g2
+        if b.ndim == 1:
+            gb = reshape(_sum(gb, tuple(range(gb.ndim - 2))) if gb.ndim > 2 else gb, b.shape)
+    return (ga, gb)
+
+
+MATMUL = primitive("matmul", _matmul_vjp)

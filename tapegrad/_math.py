@@ -1,0 +1,396 @@
+"""Element-wise ops: arithmetic, transcendental functions, selection, casts.
+
+Each primitive sits beside its vector-Jacobian rule. Rules are written with
+tapegrad ops, so they are differentiable again, and they return cotangents in
+the broadcast shape: the tape reduces them to each input's shape.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from ._backend import array_module
+from ._dispatch import as_tensor, binary, compare, lift, raw, same_device, shapes_of, unary
+from ._primitive import primitive
+from ._tape import _ACTIVE, emit
+from ._tensor import Tensor, TensorLike, wrap
+
+Grads = Sequence[Tensor | None]
+
+
+# ---- arithmetic ---------------------------------------------------------------
+def add(a: TensorLike, b: TensorLike) -> Tensor:
+    """``a + b``, broadcasting as NumPy does."""
+    return binary(ADD, a, b, operator.add)
+
+
+def _add_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (g, g)
+
+
+ADD = primitive("add", _add_vjp)
+
+
+def sub(a: TensorLike, b: TensorLike) -> Tensor:
+    """``a - b``, broadcasting as NumPy does."""
+    return binary(SUB, a, b, operator.sub)
+
+
+def _sub_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (g, neg(g) if needs[1] else None)
+
+
+SUB = primitive("sub", _sub_vjp)
+
+
+def mul(a: TensorLike, b: TensorLike) -> Tensor:
+    """``a * b``, broadcasting as NumPy does."""
+    return binary(MUL, a, b, operator.mul)
+
+
+def _mul_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    a, b = inputs
+    return (g * b if needs[0] else None, g * a if needs[1] else None)
+
+
+MUL = primitive("mul", _mul_vjp)
+
+
+def div(a: TensorLike, b: TensorLike) -> Tensor:
+    """``a / b`` (true division), broadcasting as NumPy does."""
+    return binary(DIV, a, b, operator.truediv)
+
+
+def _div_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    a, b = inputs
+    return (g / b if needs[0] else None, -(g * out) / b if needs[1] else None)
+
+
+DIV = primitive("div", _div_vjp)
+
+
+def pow(a: TensorLike, b: TensorLike) -> Tensor:  # noqa: A001 - NumPy's name
+    """``a ** b``; the exponent may be a number or a tensor."""
+    return binary(POW, a, b, operator.pow)
+
+
+def _pow_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    a, b = inputs
+    ga = g * b * a ** (b - 1) if needs[0] else None
+    # d(a**b)/db = a**b log a; at a == 0 the limit is 0, as JAX and PyTorch take it.
+    gb = g * out * log(where(a == 0, 1, a)) if needs[1] else None
+    return (ga, gb)
+
+
+POW = primitive("pow", _pow_vjp)
+
+
+def neg(x: TensorLike) -> Tensor:
+    """``-x``."""
+    return unary(NEG, x, operator.neg)
+
+
+def _neg_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (neg(g),)
+
+
+NEG = primitive("neg", _neg_vjp)
+
+
+# ---- transcendental -------------------------------------------------------------
+def exp(x: TensorLike) -> Tensor:
+    """Element-wise ``e**x``."""
+    return unary(EXP, x, np.exp)
+
+
+def _exp_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (g * out,)
+
+
+EXP = primitive("exp", _exp_vjp)
+
+
+def log(x: TensorLike) -> Tensor:
+    """Element-wise natural logarithm (``-inf`` at 0, ``nan`` below, as NumPy)."""
+    return unary(LOG, x, np.log)
+
+
+def _log_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (g / inputs[0],)
+
+
+LOG = primitive("log", _log_vjp)
+
+
+def sqrt(x: TensorLike) -> Tensor:
+    """Element-wise square root."""
+    return unary(SQRT, x, np.sqrt)
+
+
+def _sqrt_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (g / (out * 2),)
+
+
+SQRT = primitive("sqrt", _sqrt_vjp)
+
+
+def abs(x: TensorLike) -> Tensor:  # noqa: A001 - NumPy's name
+    """Element-wise absolute value; its gradient at 0 is 0, as in NumPy's ``sign``."""
+    return unary(ABS, x, np.abs)
+
+
+def _abs_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (g * sign(inputs[0]).astype(g.dtype),)
+
+
+ABS = primitive("abs", _abs_vjp)
+
+
+def tanh(x: TensorLike) -> Tensor:
+    """Element-wise hyperbolic tangent."""
+    return unary(TANH, x, np.tanh)
+
+
+def _tanh_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (g * (1 - out * out),)
+
+
+TANH = primitive("tanh", _tanh_vjp)
+
+
+def _sigmoid(x: Any) -> Any:
+    # tanh form: never overflows, and stays in the input's dtype.
+    return 0.5 * (np.tanh(0.5 * x) + 1)
+
+
+def sigmoid(x: TensorLike) -> Tensor:
+    """Element-wise logistic function ``1 / (1 + e**-x)``, stable for large ``|x|``."""
+    return unary(SIGMOID, x, _sigmoid)
+
+
+def _sigmoid_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (g * out * (1 - out),)
+
+
+SIGMOID = primitive("sigmoid", _sigmoid_vjp)
+
+
+def sin(x: TensorLike) -> Tensor:
+    """Element-wise sine."""
+    return unary(SIN, x, np.sin)
+
+
+def _sin_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (g * cos(inputs[0]),)
+
+
+SIN = primitive("sin", _sin_vjp)
+
+
+def cos(x: TensorLike) -> Tensor:
+    """Element-wise cosine."""
+    return unary(COS, x, np.cos)
+
+
+def _cos_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (neg(g * sin(inputs[0])),)
+
+
+COS = primitive("cos", _cos_vjp)
+
+
+# ---- selection ------------------------------------------------------------------
+def _tie_weights(a: Tensor, b: Tensor, g: Tensor, a_wins: Any) -> Tensor:
+    """1 where ``a`` wins, 1/2 on ties (split evenly, as PyTorch does), else 0."""
+    xp = array_module(g.data)
+    w = xp.where(a_wins, 1.0, xp.where(a.data == b.data, 0.5, 0.0))
+    return Tensor(w.astype(g.dtype, copy=False))
+
+
+def maximum(a: TensorLike, b: TensorLike) -> Tensor:
+    """Element-wise maximum; at ties each side gets half the gradient."""
+    return binary(MAXIMUM, a, b, np.maximum)
+
+
+def _maximum_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    a, b = inputs
+    w = _tie_weights(a, b, g, a.data > b.data)
+    return (g * w if needs[0] else None, g * (1 - w) if needs[1] else None)
+
+
+MAXIMUM = primitive("maximum", _maximum_vjp)
+
+
+def minimum(a: TensorLike, b: TensorLike) -> Tensor:
+    """Element-wise minimum; at ties each side gets half the gradient."""
+    return binary(MINIMUM, a, b, np.minimum)
+
+
+def _minimum_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    a, b = inputs
+    w = _tie_weights(a, b, g, a.data < b.data)
+    return (g * w if needs[0] else None, g * (1 - w) if needs[1] else None)
+
+
+MINIMUM = primitive("minimum", _minimum_vjp)
+
+
+def clip(x: TensorLike, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+    """Limit values to ``[min, max]``; the gradient passes where ``min <= x <= max``."""
+    if min is None and max is None:
+        raise ValueError("`clip`: give at least one of min= and max=")
+    if min is not None and max is not None and min > max:
+        raise ValueError(f"`clip`: min={min} is greater than max={max}")
+    return unary(CLIP, x, lambda d: np.clip(d, min, max), (min, max))
+
+
+def _clip_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    lo, hi = p
+    x = inputs[0].data
+    inside = (x >= lo) if lo is not None else (x == x)
+    if hi is not None:
+        inside = inside & (x <= hi)
+    return (g * Tensor(inside.astype(g.dtype)),)
+
+
+CLIP = primitive("clip", _clip_vjp)
+
+
+def where(condition: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
+    """``x`` where ``condition`` holds, else ``y``, broadcasting all three.
+
+    The gradient of the branch not taken is exactly zero, but a NaN computed
+    in that branch still poisons it (``0 * nan``). The safe pattern, as in
+    JAX: make the unused branch harmless before the op, e.g.
+    ``where(x > 0, log(where(x > 0, x, 1)), 0)``.
+    """
+    c = raw(condition, "where")
+    if getattr(c, "dtype", None) != np.bool_ and not isinstance(c, bool):
+        raise TypeError(
+            f"`where`: condition must be boolean, got dtype {getattr(c, 'dtype', type(c).__name__)}; "
+            "compare first, e.g. where(x > 0, x, 0)"
+        )
+    xd, yd = raw(x, "where"), raw(y, "where")
+    same_device("where", c, xd, yd)
+    arrays = [a for a in (c, xd, yd) if not isinstance(a, bool | int | float)]
+    xp = array_module(arrays[0]) if arrays else np
+    try:
+        result = xp.where(c, xd, yd)
+    except ValueError:
+        raise ValueError(
+            f"`where`: shapes {shapes_of(c, xd, yd)} do not broadcast; line them up first"
+        ) from None
+    if _ACTIVE.get():
+        dtype = result.dtype
+        inputs = (as_tensor(condition, "where"), lift(x, dtype), lift(y, dtype))
+        return emit(WHERE, inputs, result)
+    return emit(WHERE, (), result)
+
+
+def _where_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    c = inputs[0]
+    return (
+        None,
+        where(c, g, 0) if needs[1] else None,
+        where(c, 0, g) if needs[2] else None,
+    )
+
+
+WHERE = primitive("where", _where_vjp)
+
+
+# ---- dtype and copies -------------------------------------------------------------
+def cast(x: TensorLike, dtype: DTypeLike) -> Tensor:
+    """``x`` as ``dtype``; differentiable between floating dtypes."""
+    t = as_tensor(x, "astype")
+    target = np.dtype(dtype)
+    if t.dtype == target:
+        return t
+    return emit(CAST, (t,), t.data.astype(target))
+
+
+def _cast_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (cast(g, inputs[0].dtype),)
+
+
+CAST = primitive("cast", _cast_vjp)
+
+
+def copy(x: TensorLike) -> Tensor:
+    """A tensor with the same values in memory of its own."""
+    t = as_tensor(x, "copy")
+    return emit(COPY, (t,), t.data.copy())
+
+
+def _copy_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    return (g,)
+
+
+COPY = primitive("copy", _copy_vjp)
+
+
+# ---- never differentiated: boolean and sign results ---------------------------------
+def sign(x: TensorLike) -> Tensor:
+    """Element-wise sign (-1, 0 or 1); a constant for differentiation."""
+    return wrap(np.sign(as_tensor(x, "sign").data))
+
+
+def isfinite(x: TensorLike) -> Tensor:
+    """Element-wise test for finite values (a boolean tensor)."""
+    return wrap(np.isfinite(as_tensor(x, "isfinite").data))
+
+
+def isnan(x: TensorLike) -> Tensor:
+    """Element-wise test for NaN (a boolean tensor)."""
+    return wrap(np.isnan(as_tensor(x, "isnan").data))
+
+
+def less(a: TensorLike, b: TensorLike) -> Tensor:
+    """``a < b`` (a boolean tensor)."""
+    return compare("less", a, b, operator.lt)
+
+
+def less_equal(a: TensorLike, b: TensorLike) -> Tensor:
+    """``a <= b`` (a boolean tensor)."""
+    return compare("less_equal", a, b, operator.le)
+
+
+def greater(a: TensorLike, b: TensorLike) -> Tensor:
+    """``a > b`` (a boolean tensor)."""
+    return compare("greater", a, b, operator.gt)
+
+
+def greater_equal(a: TensorLike, b: TensorLike) -> Tensor:
+    """``a >= b`` (a boolean tensor)."""
+    return compare("greater_equal", a, b, operator.ge)
+
+
+def equal(a: TensorLike, b: TensorLike) -> Tensor:
+    """``a == b`` element-wise (a boolean tensor)."""
+    return compare("equal", a, b, operator.eq)
+
+
+def not_equal(a: TensorLike, b: TensorLike) -> Tensor:
+    """``a != b`` element-wise (a boolean tensor)."""
+    return compare("not_equal", a, b, operator.ne)
+
+
+def logical_and(a: TensorLike, b: TensorLike) -> Tensor:
+    """Element-wise ``and`` of boolean tensors."""
+    return compare("logical_and", a, b, np.logical_and)
+
+
+def logical_or(a: TensorLike, b: TensorLike) -> Tensor:
+    """Element-wise ``or`` of boolean tensors."""
+    return compare("logical_or", a, b, np.logical_or)
+
+
+def logical_not(x: TensorLike) -> Tensor:
+    """Element-wise ``not`` of a boolean tensor."""
+    return wrap(np.logical_not(as_tensor(x, "logical_not").data))
+

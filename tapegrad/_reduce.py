@@ -1,0 +1,135 @@
+"""Reductions, and the numerically stable compositions built on them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ._dispatch import as_tensor
+from ._math import exp, isfinite, log, where
+from ._primitive import primitive
+from ._shape import Axes, _normalize_axes, broadcast_to, reshape
+from ._tape import emit, stop_gradient
+from ._tensor import Tensor, TensorLike, wrap
+
+Grads = Sequence[Tensor | None]
+
+
+def _keepdims_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+def sum(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Sum over ``axis`` (all axes by default)."""
+    t = as_tensor(x, "sum")
+    axes = _normalize_axes(axis, t.ndim, "sum")
+    return emit(SUM, (t,), t.data.sum(axis=axes, keepdims=keepdims), axes)
+
+
+def _sum_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], axes: Any, needs: tuple[bool, ...]) -> Grads:
+    shape = inputs[0].shape
+    return (broadcast_to(reshape(g, _keepdims_shape(shape, axes)), shape),)
+
+
+SUM = primitive("sum", _sum_vjp)
+
+
+def mean(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tensor:
+    """Mean over ``axis`` (all axes by default)."""
+    t = as_tensor(x, "mean")
+    axes = _normalize_axes(axis, t.ndim, "mean")
+    count = int(np.prod([t.shape[a] for a in axes]))
+    if count == 0:
+        raise ValueError(f"`mean`: cannot take the mean of zero elements (shape {t.shape}, axis {axis})")
+    return sum(t, axes, keepdims) * (1.0 / count)
+
+
+def _extremum(name: str, x: TensorLike, axis: Axes, keepdims: bool) -> Tensor:
+    t = as_tensor(x, name)
+    axes = _normalize_axes(axis, t.ndim, name)
+    if any(t.shape[a] == 0 for a in axes):
+        raise ValueError(f"`{name}`: zero-size axis in shape {t.shape} has no {name}imum")
+    fn = t.data.max if name == "max" else t.data.min
+    return emit(MAX if name == "max" else MIN, (t,), fn(axis=axes, keepdims=keepdims), axes)
+
+
+def _extremum_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], axes: Any, needs: tuple[bool, ...]) -> Grads:
+    # Every element equal to the extremum gets an equal share, as in the seed.
+    x = inputs[0]
+    kshape = _keepdims_shape(x.shape, axes)
+    hit = x.data == out.data.reshape(kshape)
+    share = hit / hit.sum(axis=axes, keepdims=True)
+    return (reshape(g, kshape) * Tensor(share.astype(g.dtype, copy=False)),)
+
+
+def max(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Maximum over ``axis``; tied maxima share the gradient evenly."""
+    return _extremum("max", x, axis, keepdims)
+
+
+def min(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Minimum over ``axis``; tied minima share the gradient evenly."""
+    return _extremum("min", x, axis, keepdims)
+
+
+MAX = primitive("max", _extremum_vjp)
+MIN = primitive("min", _extremum_vjp)
+
+
+def argmax(x: TensorLike, axis: int | None = None) -> Tensor:
+    """Indices of the maxima along ``axis`` (not differentiable)."""
+    return wrap(as_tensor(x, "argmax").data.argmax(axis=axis))
+
+
+def argmin(x: TensorLike, axis: int | None = None) -> Tensor:
+    """Indices of the minima along ``axis`` (not differentiable)."""
+    return wrap(as_tensor(x, "argmin").data.argmin(axis=axis))
+
+
+# ---- stable compositions: no rules of their own -------------------------------------
+def logsumexp(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tensor:
+    """``log(sum(exp(x)))`` over ``axis``, computed without overflow.
+
+    The maximum is subtracted first and treated as a constant (its gradient
+    contributions cancel exactly), so the gradient is ``softmax(x)``.
+    """
+    t = as_tensor(x, "logsumexp")
+    m = stop_gradient(max(t, axis, keepdims=True))
+    m = where(isfinite(m), m, 0)  # all -inf (or an inf) along the axis: no shift
+    out = log(sum(exp(t - m), axis, keepdims=True)) + m
+    if keepdims:
+        return out
+    axes = _normalize_axes(axis, t.ndim, "logsumexp")
+    return reshape(out, tuple(s for i, s in enumerate(t.shape) if i not in axes))
+
+
+def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
+    """``x - logsumexp(x)`` along ``axis``: log-probabilities, stable for large inputs."""
+    t = as_tensor(x, "log_softmax")
+    return t - logsumexp(t, axis, keepdims=True)
+
+
+def softmax(x: TensorLike, axis: int = -1) -> Tensor:
+    """``exp(x) / sum(exp(x))`` along ``axis``, stable for large inputs."""
+    return exp(log_softmax(x, axis))
+
+
+def unbroadcast(g: Tensor, shape: tuple[int, ...], op: str = "") -> Tensor:
+    """Sum a broadcast cotangent back down to ``shape`` (NumPy's rule, reversed).
+
+    This is the one place where broadcasting is undone, for every rule.
+    """
+    lead = g.ndim - len(shape)
+    if lead < 0 or any(s != 1 and s != gs for s, gs in zip(shape, g.shape[lead:])):
+        raise RuntimeError(
+            f"`{op}`: its backward rule returned a cotangent of shape {g.shape} for an input "
+            f"of shape {shape}; this is a bug in the rule"
+        )
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1
+    )
+    if axes:
+        g = sum(g, axes, keepdims=False)
+    return reshape(g, shape) if g.shape != shape else g

@@ -1,0 +1,353 @@
+"""The gradient tape: records ops while active, then runs them backwards.
+
+A record is a plain tuple ``(primitive, inputs, output, params)``, so recording
+an op costs one tuple and one list append per active tape. The tapes active on
+this thread or async task live in a `ContextVar`, so concurrent training loops
+never see each other's records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal, TypeAlias, TypeVar
+
+import numpy as np
+
+from . import _anomaly
+from ._anomaly import ANOMALY
+from ._primitive import Primitive
+from ._tensor import Tensor, wrap
+from . import _tree as tree
+
+Record: TypeAlias = tuple[Primitive, tuple[Tensor, ...], Tensor, Any]
+Unconnected: TypeAlias = Literal["zero", "none", "error"]
+S = TypeVar("S")
+
+_ACTIVE: ContextVar[tuple[Tape, ...]] = ContextVar("tapegrad_active_tapes", default=())
+
+
+def emit(prim: Primitive, inputs: tuple[Tensor, ...], result: Any, params: Any = None) -> Tensor:
+    """Wrap an op's raw result in a tensor and record it on every active tape.
+
+    Only floating results are recorded: nothing can flow back through an
+    integer or boolean value, so there is no reason to keep it.
+    """
+    out = wrap(result)
+    tapes = _ACTIVE.get()
+    if tapes and out.data.dtype.kind == "f":
+        record = (prim, inputs, out, params)
+        for tape in tapes:
+            tape._records.append(record)
+    if ANOMALY.enabled:
+        _anomaly.check_forward(prim.name, out)
+    return out
+
+
+def is_recording() -> bool:
+    """True when at least one tape is recording on this thread or task."""
+    return bool(_ACTIVE.get())
+
+
+@contextmanager
+def pause_recording() -> Iterator[None]:
+    """Record nothing on any tape inside the block (used by custom rules)."""
+    token = _ACTIVE.set(())
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+class Tape:
+    """Records the ops run inside ``with Tape() as tape:`` for `gradient`.
+
+    A tape is used once by default: `gradient` releases what it recorded as
+    it goes, so memory does not grow across training steps. Pass
+    ``persistent=True`` to call `gradient` many times; then `close` (or
+    dropping the tape) releases the records.
+
+    >>> import tapegrad as tg
+    >>> w = tg.tensor([1.0, 2.0])
+    >>> with tg.Tape() as tape:
+    ...     loss = (w * w).sum()
+    >>> tape.gradient(loss, {"w": w})
+    {'w': Tensor([2., 4.], dtype=float32, device=cpu)}
+    """
+
+    __slots__ = ("_persistent", "_records", "_token", "_spent", "__weakref__")
+
+    def __init__(self, persistent: bool = False) -> None:
+        self._persistent = persistent
+        self._records: list[Record] = []
+        self._token: Any = None
+        self._spent = False
+
+    # ---- recording ---------------------------------------------------------
+    def __enter__(self) -> Tape:
+        if self._token is not None or any(t is self for t in _ACTIVE.get()):
+            raise RuntimeError(
+                "Tape: this tape is already recording; a tape cannot be entered twice. "
+                "Use a new Tape() for a nested computation."
+            )
+        if self._spent:
+            raise RuntimeError(
+                "Tape: this non-persistent tape was used by gradient() already; "
+                "create a new Tape() for the next computation"
+            )
+        self._token = _ACTIVE.set((*_ACTIVE.get(), self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _ACTIVE.reset(self._token)
+        self._token = None
+
+    @contextmanager
+    def stop_recording(self) -> Iterator[None]:
+        """Pause this tape (other active tapes go on recording) inside the block."""
+        active = _ACTIVE.get()
+        if not any(t is self for t in active):
+            raise RuntimeError("stop_recording(): this tape is not recording; use it inside `with tape:`")
+        token = _ACTIVE.set(tuple(t for t in active if t is not self))
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
+
+    @property
+    def persistent(self) -> bool:
+        """Whether `gradient` may be called more than once."""
+        return self._persistent
+
+    def close(self) -> None:
+        """Release every record now."""
+        self._records = []
+
+    def nbytes(self) -> int:
+        """Bytes of array data that the records keep alive (outputs only)."""
+        return sum(r[2].data.nbytes for r in self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        return (
+            f"Tape(persistent={self._persistent}, records={len(self._records)}, "
+            f"bytes={self.nbytes()})"
+        )
+
+    # ---- differentiation -----------------------------------------------------
+    def gradient(
+        self,
+        target: Tensor,
+        sources: S,
+        output_gradients: Tensor | None = None,
+        unconnected: Unconnected = "zero",
+    ) -> S:
+        """Gradients of ``target`` with respect to every tensor in ``sources``.
+
+        ``sources`` is any pytree of tensors (a tensor, list, tuple, dict,
+        frozen attrs class, with ``None`` leaves kept as ``None``); the result
+        has the same structure and type. ``target`` must be a scalar unless
+        ``output_gradients`` (the cotangent of ``target``) is given.
+
+        A source that does not influence ``target`` gets zeros by default;
+        ``unconnected="none"`` gives ``None`` and ``"error"`` raises.
+        """
+        if self._spent:
+            raise RuntimeError(
+                "Tape.gradient: this tape was already used; a non-persistent tape "
+                "allows one gradient() call. Use Tape(persistent=True) to call it "
+                "several times."
+            )
+        if unconnected not in ("zero", "none", "error"):
+            raise ValueError(
+                f"Tape.gradient: unconnected must be 'zero', 'none' or 'error', got {unconnected!r}"
+            )
+        paths, leaves, treedef = tree.flatten_with_paths(sources)
+        _check_sources(paths, leaves)
+        seed = _seed(target, output_gradients)
+        records = self._records
+        if not self._persistent:
+            self._records = []
+            self._spent = True
+        cot = self._backward(target, seed, [id(s) for s in leaves], records)
+        del records
+        grads = _finish(paths, leaves, cot, unconnected, seed)
+        return treedef.unflatten(grads)  # type: ignore[no-any-return]
+
+    def _backward(
+        self, target: Tensor, seed: Tensor, source_ids: list[int], records: list[Record]
+    ) -> dict[int, Tensor]:
+        """Accumulate cotangents from ``target`` back to the sources."""
+        keep = set(source_ids)
+        # Forward sweep: only ops that read a source (directly or not) matter.
+        dependent = set(keep)
+        relevant: list[Record | None] = []
+        for record in records:
+            for x in record[1]:
+                if id(x) in dependent:
+                    dependent.add(id(record[2]))
+                    relevant.append(record)
+                    break
+        if not self._persistent:
+            records.clear()
+        cot: dict[int, Tensor] = {id(target): seed}
+        if id(target) not in dependent:
+            return cot
+        # This tape must not record its own backward pass; outer tapes do.
+        token = _ACTIVE.set(tuple(t for t in _ACTIVE.get() if t is not self))
+        try:
+            for i in range(len(relevant) - 1, -1, -1):
+                prim, inputs, out, params = relevant[i]  # type: ignore[misc]
+                if not self._persistent:
+                    relevant[i] = None  # release this op's values as soon as they are used
+                oid = id(out)
+                g = cot.get(oid) if oid in keep else cot.pop(oid, None)
+                if g is None:
+                    continue
+                needs = tuple(id(x) in dependent for x in inputs)
+                grads = tuple(prim.vjp(g, out, inputs, params, needs))
+                if len(grads) != len(inputs):
+                    raise RuntimeError(
+                        f"`{prim.name}`: its backward rule returned {len(grads)} cotangents "
+                        f"for {len(inputs)} inputs"
+                    )
+                if ANOMALY.enabled:
+                    _anomaly.check_backward(prim.name, out, grads)
+                for x, gx, need in zip(inputs, grads, needs):
+                    if not need or gx is None:
+                        continue
+                    if gx.shape != x.shape or gx.dtype != x.dtype:
+                        gx = _fit(gx, x, prim.name)
+                    k = id(x)
+                    prev = cot.get(k)
+                    cot[k] = gx if prev is None else prev + gx
+        finally:
+            _ACTIVE.reset(token)
+        return cot
+
+
+def _check_sources(paths: list[str], leaves: list[Any]) -> None:
+    for path, leaf in zip(paths, leaves):
+        if not isinstance(leaf, Tensor):
+            raise TypeError(
+                f"Tape.gradient: sources{path} is a {type(leaf).__name__}, not a Tensor; "
+                "every leaf of `sources` must be a Tensor (or None)"
+            )
+        if leaf.dtype.kind != "f":
+            raise TypeError(
+                f"Tape.gradient: sources{path} has dtype {leaf.dtype}; only floating tensors "
+                "can be differentiated. Cast it first, e.g. x.astype('float32')."
+            )
+
+
+def _seed(target: Any, output_gradients: Tensor | None) -> Tensor:
+    if not isinstance(target, Tensor):
+        raise TypeError(f"Tape.gradient: target must be a Tensor, got {type(target).__name__}")
+    if target.dtype.kind != "f":
+        raise TypeError(
+            f"Tape.gradient: target has dtype {target.dtype}; only a floating target can be "
+            "differentiated"
+        )
+    if output_gradients is None:
+        if target.size != 1:
+            raise ValueError(
+                f"Tape.gradient: target has shape {target.shape}, not a scalar. Reduce it "
+                f"first (e.g. loss.sum() or loss.mean()), or pass output_gradients= with "
+                f"shape {target.shape}."
+            )
+        xp = np if target.device == "cpu" else _backend_module(target)
+        return Tensor(xp.ones(target.shape, dtype=target.dtype))
+    if not isinstance(output_gradients, Tensor):
+        raise TypeError(
+            "Tape.gradient: output_gradients must be a Tensor, got "
+            f"{type(output_gradients).__name__}"
+        )
+    if output_gradients.shape != target.shape:
+        raise ValueError(
+            f"Tape.gradient: output_gradients has shape {output_gradients.shape} but the "
+            f"target has shape {target.shape}; they must match"
+        )
+    if output_gradients.device != target.device:
+        raise ValueError(
+            f"Tape.gradient: output_gradients is on {output_gradients.device} but the target "
+            f"is on {target.device}"
+        )
+    if output_gradients.dtype != target.dtype:
+        return output_gradients.astype(target.dtype)
+    return output_gradients
+
+
+def _backend_module(t: Tensor) -> Any:
+    from ._backend import array_module
+
+    return array_module(t.data)
+
+
+def _fit(g: Tensor, x: Tensor, name: str) -> Tensor:
+    """Reduce a broadcast cotangent to its input's shape and cast it to its dtype."""
+    from ._reduce import unbroadcast  # the op modules import this one
+
+    if g.shape != x.shape:
+        g = unbroadcast(g, x.shape, name)
+    if g.dtype != x.dtype:
+        g = g.astype(x.dtype)
+    return g
+
+
+def _finish(
+    paths: list[str],
+    leaves: list[Tensor],
+    cot: dict[int, Tensor],
+    unconnected: Unconnected,
+    seed: Tensor,
+) -> list[Tensor | None]:
+    """Pick each source's gradient; fill in the unconnected; never alias."""
+    from ._math import copy  # the op modules import this one
+
+    seen: set[int] = set()
+    out: list[Tensor | None] = []
+    for path, leaf in zip(paths, leaves):
+        g = cot.get(id(leaf))
+        if g is None:
+            if unconnected == "error":
+                raise ValueError(
+                    f"Tape.gradient: sources{path} does not influence the target. Likely "
+                    "causes: it was never used, it was used under stop_recording() or "
+                    "stop_gradient(), it went through .numpy(), or it passed through an "
+                    "integer op."
+                )
+            if unconnected == "none":
+                out.append(None)
+                continue
+            xp = _backend_module(leaf)
+            out.append(Tensor(xp.zeros(leaf.shape, dtype=leaf.dtype)))
+            continue
+        # Rules may pass one cotangent to several inputs, or return views;
+        # a returned gradient must own its memory.
+        array = g.data
+        if id(array) in seen or g is seed or g is leaf or (
+            isinstance(array, np.ndarray) and array.base is not None
+        ):
+            g = copy(g)
+        seen.add(id(g.data))
+        out.append(g)
+    return out
+
+
+def stop_gradient(x: Tensor) -> Tensor:
+    """The same values, cut from every tape: no gradient flows back through it.
+
+    >>> import tapegrad as tg
+    >>> w = tg.tensor(3.0)
+    >>> with tg.Tape() as tape:
+    ...     y = w * tg.stop_gradient(w)
+    >>> tape.gradient(y, w)
+    Tensor(3., dtype=float32, device=cpu)
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"stop_gradient: expected a Tensor, got {type(x).__name__}")
+    return Tensor(x.data)
+
