@@ -81,3 +81,10 @@ from ._tensor import TensorLike as TensorLike
 from ._tensor import tensor as tensor
 
 _tree.register_leaf(Tensor)
+
+# The layers above the core; the core itself never imports them.
+from . import nn as nn  # noqa: E402
+from . import optim as optim  # noqa: E402
+from . import random as random  # noqa: E402
+from . import testing as testing  # noqa: E402
+from . import tree as tree  # noqa: E402

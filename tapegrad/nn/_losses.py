@@ -1,0 +1,150 @@
+"""Losses. Cross-entropy is fused for numerical stability (log-sum-exp)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+
+from .._backend import array_module
+from .._custom_vjp import custom_vjp
+from .._reduce import log_softmax, softmax
+from .._tape import is_recording
+from .._tensor import Tensor
+
+Reduction: TypeAlias = Literal["mean", "sum", "none"]
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"`{op}`: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _check_cross_entropy_args(logits: Any, labels: Any, reduction: str) -> None:
+    _check_reduction("cross_entropy", reduction)
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"`cross_entropy`: logits must be a Tensor, got {type(logits).__name__}")
+    if not isinstance(labels, Tensor):
+        raise TypeError(
+            f"`cross_entropy`: labels must be an integer Tensor, got {type(labels).__name__}; "
+            "wrap them with tapegrad.tensor(...)"
+        )
+    if logits.ndim != 2 or logits.dtype.kind != "f":
+        raise ValueError(
+            f"`cross_entropy`: logits must be a floating (batch, classes) tensor, got shape "
+            f"{logits.shape} and dtype {logits.dtype}"
+        )
+    if labels.dtype.kind not in "iu":
+        raise TypeError(
+            f"`cross_entropy`: labels must be integer class indices, got dtype {labels.dtype}; "
+            "convert them with labels.astype('int64')"
+        )
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(
+            f"`cross_entropy`: labels have shape {labels.shape} but logits have shape "
+            f"{logits.shape}; expected labels of shape ({logits.shape[0]},), one class per row"
+        )
+    if labels.size:
+        lo, hi = int(labels.data.min()), int(labels.data.max())
+        classes = logits.shape[1]
+        if lo < 0 or hi >= classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"`cross_entropy`: label {bad} is outside [0, {classes}) for logits with "
+                f"{classes} classes"
+            )
+
+
+def _reduce(per_example: Any, reduction: str) -> Any:
+    if reduction == "mean":
+        return per_example.mean()
+    if reduction == "sum":
+        return per_example.sum()
+    return per_example
+
+
+def _cross_entropy_fwd(
+    logits: Tensor, labels: Tensor, reduction: Reduction = "mean"
+) -> tuple[Tensor, tuple[Tensor, Tensor, Any, str]]:
+    _check_cross_entropy_args(logits, labels, reduction)
+    x = logits.data
+    xp = array_module(x)
+    m = x.max(axis=1, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)  # an all -inf row: no shift, no nan
+    shifted = x - m
+    e = xp.exp(shifted)
+    s = e.sum(axis=1, keepdims=True)
+    rows = xp.arange(x.shape[0])
+    per_example = xp.log(s[:, 0]) - shifted[rows, labels.data]
+    probs = e / s
+    return Tensor(xp.asarray(_reduce(per_example, reduction))), (logits, labels, probs, reduction)
+
+
+def _cross_entropy_primal(logits: Tensor, labels: Tensor, reduction: Reduction = "mean") -> Tensor:
+    return _cross_entropy_fwd(logits, labels, reduction)[0]
+
+
+cross_entropy = custom_vjp(_cross_entropy_primal)
+cross_entropy.__doc__ = """Softmax cross-entropy of ``logits`` (batch, classes) against integer ``labels``.
+
+Fused for numerical stability: the log-sum-exp subtracts each row's maximum,
+so logits of +-1000 stay finite. The gradient is ``(softmax - one_hot) / batch``
+for the default ``reduction="mean"``; ``"sum"`` and ``"none"`` are offered too.
+
+>>> import tapegrad as tg
+>>> logits = tg.tensor([[1000.0, -1000.0], [0.0, 0.0]])
+>>> round(tg.nn.cross_entropy(logits, tg.tensor([0, 1])).item(), 4)
+0.3466
+"""
+
+
+def _cross_entropy_bwd(res: tuple[Tensor, Tensor, Any, str], g: Tensor) -> tuple[Tensor, None]:
+    logits, labels, probs_raw, reduction = res
+    n = logits.shape[0]
+    xp = array_module(probs_raw)
+    one_hot = xp.zeros(logits.shape, dtype=logits.dtype)
+    one_hot[xp.arange(n), labels.data] = 1
+    # Under an outer tape, recompute softmax from the logits so that the
+    # second derivative sees its dependence on them; otherwise reuse it.
+    probs = softmax(logits, axis=1) if is_recording() else Tensor(probs_raw)
+    diff = probs - Tensor(one_hot)
+    if reduction == "mean":
+        return (diff * (g / n), None)
+    if reduction == "sum":
+        return (diff * g, None)
+    return (diff * g.reshape(n, 1), None)
+
+
+cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
+
+
+def log_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Unfused cross-entropy from `log_softmax`, for checking the fused one."""
+    n = logits.shape[0]
+    return -log_softmax(logits, axis=1)[np.arange(n), labels].mean()
+
+
+def mse(prediction: Tensor, target: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """Mean squared error. Shapes must match exactly: nothing is broadcast.
+
+    >>> import tapegrad as tg
+    >>> tg.nn.mse(tg.tensor([1.0, 2.0]), tg.tensor([0.0, 0.0])).item()
+    2.5
+    """
+    _check_reduction("mse", reduction)
+    for name, value in (("prediction", prediction), ("target", target)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"`mse`: {name} must be a Tensor, got {type(value).__name__}")
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"`mse`: prediction has shape {prediction.shape} but target has shape "
+            f"{target.shape}; reshape one so they match (mse never broadcasts)"
+        )
+    diff = prediction - target
+    sq = diff * diff
+    if reduction == "mean":
+        return sq.mean()
+    if reduction == "sum":
+        return sq.sum()
+    return sq

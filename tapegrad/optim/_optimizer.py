@@ -1,0 +1,51 @@
+"""Optimizers as ``(init, update)`` pairs that return new parameters."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from ._adam import adam_transform, sgd_transform
+from ._transform import Schedule, Transform, apply_updates, positive
+
+P = TypeVar("P")
+
+
+@attrs.frozen
+class Optimizer:
+    """A transformation plus the step that applies it: pure, never mutating.
+
+    >>> import tapegrad as tg
+    >>> params = {"w": tg.tensor([1.0, -2.0])}
+    >>> opt = tg.optim.adam(lr=0.1)
+    >>> state = opt.init(params)
+    >>> params, state = opt.update({"w": tg.tensor([0.5, -0.5])}, state, params)
+    >>> params["w"]
+    Tensor([ 0.9, -1.9], dtype=float32, device=cpu)
+    """
+
+    transform: Transform[Any]
+
+    def init(self, params: Any) -> Any:
+        """The optimizer state for ``params``."""
+        return self.transform.init(params)
+
+    def update(self, grads: P, state: Any, params: P) -> tuple[P, Any]:
+        """New parameters and new state; ``grads``, ``state`` and ``params`` are untouched."""
+        updates, new_state = self.transform.update(grads, state, params)
+        return apply_updates(params, updates), new_state
+
+
+def adam(
+    lr: float | Schedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> Optimizer:
+    """Adam (Kingma & Ba), with the seed's bias correction."""
+    return Optimizer(adam_transform(lr, b1, b2, eps))
+
+
+def sgd(lr: float | Schedule, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
+    """Stochastic gradient descent, with optional (Nesterov) momentum."""
+    if not callable(lr):
+        positive("sgd", "lr", lr)
+    return Optimizer(sgd_transform(lr, momentum, nesterov))

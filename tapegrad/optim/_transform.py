@@ -1,0 +1,95 @@
+"""Gradient transformations, the optax way: ``(init, update)`` pairs that chain.
+
+A transformation maps updates (at first, the gradients) to new updates and
+returns its new state; it never mutates. Updates and states are pytrees with
+the structure of the parameters. Work is done on the raw arrays with Python
+float constants: optimizer steps are never differentiated, and a NumPy
+float64 scalar would push float32 parameters through float64 loops (NEP 50).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeAlias, TypeVar
+
+import attrs
+
+from .. import _tree
+from .._tensor import Tensor
+
+Params: TypeAlias = Any
+Updates: TypeAlias = Any
+OptState: TypeAlias = Any
+Schedule: TypeAlias = Callable[[int], float]
+S = TypeVar("S")
+
+
+@attrs.frozen
+class Transform(Generic[S]):
+    """``init(params) -> state`` and ``update(updates, state, params) -> (updates, state)``."""
+
+    init: Callable[[Params], S]
+    update: Callable[[Updates, S, Params], tuple[Updates, S]]
+
+
+def leaves_matching(op: str, what: str, tree: Any, treedef: _tree.TreeDef) -> list[Any]:
+    """The leaves of ``tree``, which must have structure ``treedef``."""
+    leaves, other = _tree.flatten(tree)
+    if other != treedef:
+        raise ValueError(
+            f"`{op}`: the {what} do not match the structure of the parameters at "
+            f"{_tree.mismatch(treedef, other)}; was the optimizer state made by init() "
+            "for these parameters?"
+        )
+    return leaves
+
+
+def check_tensors(op: str, what: str, leaves: list[Any]) -> None:
+    """Raise unless every leaf is a Tensor."""
+    for leaf in leaves:
+        if not isinstance(leaf, Tensor):
+            raise TypeError(f"`{op}`: every leaf of the {what} must be a Tensor, got {type(leaf).__name__}")
+
+
+def positive(op: str, name: str, value: float) -> float:
+    """Validate a hyperparameter that must be a positive number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"`{op}`: {name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def fraction(op: str, name: str, value: float) -> float:
+    """Validate a decay rate in ``[0, 1)``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"`{op}`: {name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def chain(*transforms: Transform[Any]) -> Transform[tuple[Any, ...]]:
+    """Apply transformations in order; the state is the tuple of their states."""
+
+    def init(params: Params) -> tuple[Any, ...]:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates: Updates, state: tuple[Any, ...], params: Params) -> tuple[Updates, tuple[Any, ...]]:
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise ValueError(
+                f"`chain`: expected a state tuple of {len(transforms)} entries from init(), got "
+                f"{type(state).__name__}"
+            )
+        new_states = []
+        for t, s in zip(transforms, state):
+            updates, s = t.update(updates, s, params)
+            new_states.append(s)
+        return updates, tuple(new_states)
+
+    return Transform(init, update)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """``params + updates`` leaf by leaf, keeping each parameter's dtype."""
+    leaves, treedef = _tree.flatten(params)
+    ups = leaves_matching("apply_updates", "updates", updates, treedef)
+    return treedef.unflatten(
+        Tensor(p.data + u.data.astype(p.dtype, copy=False)) for p, u in zip(leaves, ups)
+    )

@@ -1,0 +1,203 @@
+"""A mutable, PyTorch-flavoured tensor around an immutable core `Tensor`.
+
+``.data`` is the raw array and may be rebound (optimizers do); ``.grad`` is
+filled by ``backward()``. Every op unwraps to the functional core, so the
+same tape and the same rules compute everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import _math, _reduce
+from .._backend import Array
+from .._tensor import Tensor as CoreTensor
+from .._tensor import tensor as core_tensor
+from . import _autograd
+
+
+class Tensor:
+    """``Tensor(data, requires_grad=False)``: the wrapper's tensor.
+
+    >>> from tapegrad.torchlike import Tensor
+    >>> w = Tensor([1.0, 2.0], requires_grad=True)
+    >>> loss = (w * w).sum()
+    >>> loss.backward()
+    >>> w.grad.numpy().tolist()
+    [2.0, 4.0]
+    """
+
+    __slots__ = ("value", "requires_grad", "grad", "is_leaf", "__weakref__")
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        self.value: CoreTensor = data if isinstance(data, CoreTensor) else core_tensor(
+            data.data if isinstance(data, Tensor) else data
+        )
+        if requires_grad and self.value.dtype.kind != "f":
+            raise TypeError(
+                f"Tensor: only floating tensors can require grad, this one has dtype {self.value.dtype}"
+            )
+        self.requires_grad = requires_grad
+        self.grad: Tensor | None = None
+        self.is_leaf = True
+
+    # ---- PyTorch's surface ---------------------------------------------------
+    @property
+    def data(self) -> Array:
+        """The raw array (NumPy or CuPy). Assigning to it replaces the values."""
+        return self.value.data
+
+    @data.setter
+    def data(self, array: Array) -> None:
+        self.value = CoreTensor(array)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The array's shape."""
+        return self.value.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The array's dtype."""
+        return self.value.dtype
+
+    @property
+    def ndim(self) -> int:
+        """The number of dimensions."""
+        return self.value.ndim
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802
+        """The tensor with its axes reversed."""
+        return apply_op(lambda v: v.T, self)
+
+    def item(self) -> Any:
+        """The single value as a Python number."""
+        return self.value.item()
+
+    def numpy(self) -> Array:
+        """A host NumPy copy of the values."""
+        return self.value.numpy()
+
+    def detach(self) -> Tensor:
+        """The same values, cut from the graph."""
+        return Tensor(self.value)
+
+    def backward(self, gradient: Tensor | None = None) -> None:
+        """Accumulate this tensor's gradient into every leaf that requires grad."""
+        _autograd.backward(self, gradient)
+
+    def zero_(self) -> Tensor:
+        """Set every value to zero (rebinds ``.data``)."""
+        self.data = self.value.data * 0
+        return self
+
+    def accumulate_grad(self, g: CoreTensor) -> None:
+        """``grad += g``, creating ``grad`` on first use (as PyTorch does)."""
+        self.grad = Tensor(g) if self.grad is None else Tensor(CoreTensor(self.grad.data + g.data))
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __repr__(self) -> str:
+        suffix = ", requires_grad=True" if self.requires_grad else ""
+        return f"torchlike.{self.value!r}"[:-1] + suffix + ")"
+
+    # ---- operators ---------------------------------------------------------------
+    def __add__(self, o: Any) -> Tensor:
+        return apply_op(_math.add, self, o)
+
+    def __radd__(self, o: Any) -> Tensor:
+        return apply_op(_math.add, o, self)
+
+    def __sub__(self, o: Any) -> Tensor:
+        return apply_op(_math.sub, self, o)
+
+    def __rsub__(self, o: Any) -> Tensor:
+        return apply_op(_math.sub, o, self)
+
+    def __mul__(self, o: Any) -> Tensor:
+        return apply_op(_math.mul, self, o)
+
+    def __rmul__(self, o: Any) -> Tensor:
+        return apply_op(_math.mul, o, self)
+
+    def __truediv__(self, o: Any) -> Tensor:
+        return apply_op(_math.div, self, o)
+
+    def __rtruediv__(self, o: Any) -> Tensor:
+        return apply_op(_math.div, o, self)
+
+    def __pow__(self, o: Any) -> Tensor:
+        return apply_op(_math.pow, self, o)
+
+    def __matmul__(self, o: Any) -> Tensor:
+        return apply_op(lambda a, b: a @ b, self, o)
+
+    def __rmatmul__(self, o: Any) -> Tensor:
+        return apply_op(lambda a, b: a @ b, o, self)
+
+    def __neg__(self) -> Tensor:
+        return apply_op(_math.neg, self)
+
+    def __gt__(self, o: Any) -> Tensor:
+        return apply_op(_math.greater, self, o)
+
+    def __ge__(self, o: Any) -> Tensor:
+        return apply_op(_math.greater_equal, self, o)
+
+    def __lt__(self, o: Any) -> Tensor:
+        return apply_op(_math.less, self, o)
+
+    def __le__(self, o: Any) -> Tensor:
+        return apply_op(_math.less_equal, self, o)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        index = index.value if isinstance(index, Tensor) else index
+        return apply_op(lambda v: v[index], self)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Sum over ``axis``."""
+        return apply_op(lambda v: _reduce.sum(v, axis, keepdims), self)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Mean over ``axis``."""
+        return apply_op(lambda v: _reduce.mean(v, axis, keepdims), self)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        """The same values in a new shape."""
+        return apply_op(lambda v: v.reshape(*shape), self)
+
+    def exp(self) -> Tensor:
+        """Element-wise ``e**x``."""
+        return apply_op(_math.exp, self)
+
+    def log(self) -> Tensor:
+        """Element-wise natural logarithm."""
+        return apply_op(_math.log, self)
+
+
+def apply_op(fn: Callable[..., CoreTensor], *args: Any) -> Tensor:
+    """Run a core op on unwrapped arguments; the result requires grad if any input does."""
+    needs_grad = False
+    if _autograd.grad_enabled():
+        for a in args:
+            if isinstance(a, Tensor) and a.requires_grad:
+                needs_grad = True
+                if a.is_leaf:
+                    _autograd.watch(a)
+        if needs_grad:
+            _autograd.ensure_recording()
+    out = Tensor(fn(*(a.value if isinstance(a, Tensor) else a for a in args)))
+    if needs_grad and out.value.dtype.kind == "f":
+        out.requires_grad = True
+        out.is_leaf = False
+    return out
+
+
+def where(condition: Any, x: Any, y: Any) -> Tensor:
+    """``x`` where ``condition`` holds, else ``y`` (differentiable in ``x`` and ``y``)."""
+    return apply_op(_math.where, condition, x, y)
