@@ -9,6 +9,7 @@ import attrs
 from .. import _tree
 from .._backend import array_module
 from .._tensor import Tensor
+from ._flat import flat_of, split_like, zeros_like_flat
 from ._schedule import as_schedule
 from ._transform import (
     Params,
@@ -35,7 +36,34 @@ class AdamState:
 def _zeros_like(params: Params) -> Any:
     leaves, treedef = _tree.flatten(params)
     check_tensors("init", "parameters", leaves)
+    shared = zeros_like_flat(leaves)
+    if shared is not None:
+        return treedef.unflatten(shared)
     return treedef.unflatten(Tensor(array_module(p.data).zeros_like(p.data)) for p in leaves)
+
+
+def _adam_arrays(
+    g: Any, m: Any, v: Any, b1: float, b2: float, eps: float, step: int
+) -> tuple[Any, Any, Any]:
+    """New moments and Adam's direction, in fresh arrays, with as few passes as we can.
+
+    ``m + (1 - b1)(g - m)`` is the seed's ``b1 m + (1 - b1) g`` rearranged to
+    need no temporary; the division by ``sqrt(v_hat) + eps`` is the seed's.
+    """
+    xp = array_module(g)
+    m2 = g - m
+    m2 *= 1.0 - b1
+    m2 += m
+    v2 = g * g
+    v2 -= v
+    v2 *= 1.0 - b2
+    v2 += v
+    direction = v2 * (1.0 / (1.0 - b2**step))
+    xp.sqrt(direction, out=direction)
+    direction += eps
+    xp.divide(m2, direction, out=direction)
+    direction *= 1.0 / (1.0 - b1**step)
+    return m2, v2, direction
 
 
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transform[AdamState]:
@@ -59,21 +87,17 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Tran
         ms = leaves_matching("adam", "first moments (state.m)", state.m, treedef)
         vs = leaves_matching("adam", "second moments (state.v)", state.v, treedef)
         step = state.step + 1
-        # Python floats, so float32 stays float32 (NEP 50).
-        c1 = 1.0 - b1**step
-        c2 = 1.0 - b2**step
-        new_m, new_v, out = [], [], []
-        for g, m, v in zip(grads, ms, vs):
-            gd = g.data
-            m2 = b1 * m.data + (1.0 - b1) * gd
-            v2 = b2 * v.data + (1.0 - b2) * (gd * gd)
-            denom = array_module(gd).sqrt(v2 / c2)
-            denom += eps
-            direction = m2 / c1
-            direction /= denom
-            new_m.append(Tensor(m2))
-            new_v.append(Tensor(v2))
-            out.append(Tensor(direction))
+        flat_g = flat_of(grads)
+        if flat_g is not None and flat_g.dtype == ms[0].dtype == vs[0].dtype:
+            m2, v2, d = _adam_arrays(flat_g, flat_of(ms), flat_of(vs), b1, b2, eps, step)
+            new_m, new_v, out = split_like(m2, grads), split_like(v2, grads), split_like(d, grads)
+        else:  # mixed dtypes or devices: leaf by leaf
+            new_m, new_v, out = [], [], []
+            for g, m, v in zip(grads, ms, vs):
+                m2, v2, d = _adam_arrays(g.data, m.data, v.data, b1, b2, eps, step)
+                new_m.append(Tensor(m2))
+                new_v.append(Tensor(v2))
+                out.append(Tensor(d))
         return treedef.unflatten(out), AdamState(
             step, treedef.unflatten(new_m), treedef.unflatten(new_v)
         )
@@ -98,7 +122,12 @@ def scale_by_learning_rate(lr: float | Schedule) -> Transform[ScaleState]:
     def update(updates: Updates, state: ScaleState, params: Params) -> tuple[Updates, ScaleState]:
         factor = -float(schedule(state.count))
         leaves, treedef = _tree.flatten(updates)
-        return treedef.unflatten(Tensor(u.data * factor) for u in leaves), ScaleState(state.count + 1)
+        flat = flat_of(leaves)
+        if flat is not None:
+            scaled = split_like(flat * factor, leaves)
+        else:
+            scaled = [Tensor(u.data * factor) for u in leaves]
+        return treedef.unflatten(scaled), ScaleState(state.count + 1)
 
     return Transform(init, update)
 

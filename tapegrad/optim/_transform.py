@@ -16,6 +16,7 @@ import attrs
 
 from .. import _tree
 from .._tensor import Tensor
+from ._flat import flat_of, split_like
 
 Params: TypeAlias = Any
 Updates: TypeAlias = Any
@@ -90,6 +91,10 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """``params + updates`` leaf by leaf, keeping each parameter's dtype."""
     leaves, treedef = _tree.flatten(params)
     ups = leaves_matching("apply_updates", "updates", updates, treedef)
+    flat_p = flat_of(leaves)
+    flat_u = flat_of(ups) if flat_p is not None else None
+    if flat_p is not None and flat_u is not None and flat_u.dtype == flat_p.dtype:
+        return treedef.unflatten(split_like(flat_p + flat_u, leaves))
     return treedef.unflatten(
         Tensor(p.data + u.data.astype(p.dtype, copy=False)) for p, u in zip(leaves, ups)
     )
