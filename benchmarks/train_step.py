@@ -97,6 +97,7 @@ def build_systems(batch: int, seed: int = 0) -> tuple[dict[str, Callable[[], flo
     systems["numpy"] = lambda: hand.step(x_np, y_np)
 
     # PyTorch eager
+    torch: Any
     try:
         import torch
     except ImportError:
@@ -109,7 +110,8 @@ def build_systems(batch: int, seed: int = 0) -> tuple[dict[str, Callable[[], flo
                 torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
                 torch.nn.ReLU(), torch.nn.Linear(64, 10))
             with torch.no_grad():
-                for lin, w, b in zip([tnet[0], tnet[2], tnet[4]], weights, biases):
+                linears: list[Any] = [tnet[0], tnet[2], tnet[4]]
+                for lin, w, b in zip(linears, weights, biases):
                     lin.weight.copy_(torch.from_numpy(w.T.copy()))
                     lin.bias.copy_(torch.from_numpy(b))
             topt = torch.optim.Adam(tnet.parameters(), lr=1e-3, fused=fused or None)

@@ -33,7 +33,7 @@ class Layer(Protocol[P]):
 
 
 def _dtype_name(value: Any) -> str:
-    name = np.dtype(value).name
+    name = str(np.dtype(value).name)
     if np.dtype(value).kind != "f":
         raise ValueError(f"layer dtype must be floating, got {name}")
     return name
@@ -109,7 +109,7 @@ def GELU() -> Activation:  # noqa: N802
     return Activation(gelu)
 
 
-@attrs.frozen
+@attrs.frozen(init=False)
 class Sequential:
     """Layers applied in order; the params are the tuple of each layer's params.
 
@@ -123,7 +123,7 @@ class Sequential:
     layers: tuple[Layer[Any], ...]
 
     def __init__(self, *layers: Layer[Any]) -> None:
-        self.__attrs_init__(tuple(layers))  # type: ignore[attr-defined]
+        self.__attrs_init__(tuple(layers))
 
     def init(self, key: random.Key) -> tuple[Any, ...]:
         """Each layer's params, from its own split of ``key``."""
