@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from ._tensor import Tensor
 
@@ -20,10 +22,11 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 class _AnomalyState:
     """Whether anomaly mode is on, and where each checked result was made."""
 
-    __slots__ = ("enabled", "origins")
+    __slots__ = ("enabled", "in_rule", "origins")
 
     def __init__(self) -> None:
         self.enabled = False
+        self.in_rule = False  # inside a backward rule, whose cotangents are checked as a whole
         self.origins: dict[int, str] = {}
 
 
@@ -47,11 +50,29 @@ def debug_nans() -> Iterator[None]:
     previous = ANOMALY.enabled
     ANOMALY.enabled = True
     try:
-        yield
+        # NumPy's own RuntimeWarning would fire first (and is an error under
+        # strict warning filters); this mode reports the op itself instead.
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            yield
     finally:
         ANOMALY.enabled = previous
         if not previous:
             ANOMALY.origins.clear()
+
+
+@contextmanager
+def rule_running() -> Iterator[None]:
+    """Skip forward checks of the ops inside a backward rule.
+
+    A non-finite value made there is reported by `check_backward` under the
+    name of the op whose rule it is, not as the rule's `div` or `mul`.
+    """
+    previous = ANOMALY.in_rule
+    ANOMALY.in_rule = True
+    try:
+        yield
+    finally:
+        ANOMALY.in_rule = previous
 
 
 def user_line() -> str:

@@ -48,8 +48,10 @@ def cuda_available() -> bool:
 
 def check_device(device: str) -> Device:
     """Validate a device name, naming the accepted ones on failure."""
-    if device == "cpu" or device == "cuda":
-        return device
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda":
+        return "cuda"
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
 
 
@@ -76,7 +78,7 @@ def module_for(device: Device) -> ModuleType:
 def to_device(array: Any, device: Device) -> Array:
     """Copy ``array`` to ``device`` (a no-op when it is already there)."""
     if device_of(array) == device:
-        return np.asarray(array) if device == "cpu" else array  # type: ignore[no-any-return]
+        return np.asarray(array) if device == "cpu" else array
     if device == "cpu":
         return array.get()  # type: ignore[no-any-return]
     return cupy_module().asarray(array)  # type: ignore[no-any-return]
@@ -84,7 +86,7 @@ def to_device(array: Any, device: Device) -> Array:
 
 def to_host(array: Any) -> Array:
     """A NumPy array with the same values, on the host."""
-    return np.asarray(array) if device_of(array) == "cpu" else array.get()  # type: ignore[no-any-return]
+    return np.asarray(array) if device_of(array) == "cpu" else array.get()
 
 
 def scatter_add(out: Array, index: Any, values: Array) -> None:

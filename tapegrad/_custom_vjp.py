@@ -18,12 +18,14 @@ Tensor(6., dtype=float32, device=cpu)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, Generic, ParamSpec
 
 from ._primitive import Primitive
-from ._tape import emit, is_recording, pause_recording
+from ._tape import _ACTIVE, emit, pause_recording
 from ._tensor import Tensor
 
 P = ParamSpec("P")
@@ -49,6 +51,8 @@ class custom_vjp(Generic[P]):  # noqa: N801 - JAX's spelling
         self.fwd: Fwd | None = None
         self.bwd: Bwd | None = None
         self._prim = Primitive(f"custom_vjp {getattr(fun, '__name__', 'fun')}", self._vjp)
+        # True while `fwd` runs, so that `fwd` may call the function itself.
+        self._in_fwd: ContextVar[bool] = ContextVar(f"{self._prim.name} fwd", default=False)
         functools.update_wrapper(self, fun)
 
     def defvjp(self, fwd: Fwd, bwd: Bwd) -> None:
@@ -57,10 +61,19 @@ class custom_vjp(Generic[P]):  # noqa: N801 - JAX's spelling
         self.bwd = bwd
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Tensor:
-        if self.fwd is None or not is_recording():
+        tapes = _ACTIVE.get()
+        if self.fwd is None or not tapes or self._in_fwd.get():
             return self.fun(*args, **kwargs)
-        with pause_recording():  # the whole function is one op on the tape
-            out, residuals = self.fwd(*args, **kwargs)
+        # The whole function is one op on the tape. A lone tape never sees its
+        # own backward pass, so it skips fwd's inner ops; under nested tapes the
+        # outer ones must record how the residuals depend on the inputs, or
+        # their gradients of `bwd` would miss that dependence.
+        token = self._in_fwd.set(True)
+        try:
+            with pause_recording() if len(tapes) == 1 else contextlib.nullcontext():
+                out, residuals = self.fwd(*args, **kwargs)
+        finally:
+            self._in_fwd.reset(token)
         if not isinstance(out, Tensor):
             raise TypeError(
                 f"`{self._prim.name}`: fwd must return (output Tensor, residuals), "

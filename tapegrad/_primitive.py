@@ -32,6 +32,7 @@ class VJPRule(Protocol):
         inputs: tuple[Tensor, ...],
         params: Any,
         needs: tuple[bool, ...],
+        /,
     ) -> Sequence[Tensor | None]: ...
 
 

@@ -89,6 +89,12 @@ def argmin(x: TensorLike, axis: int | None = None) -> Tensor:
 
 
 # ---- stable compositions: no rules of their own -------------------------------------
+def _shift(t: Tensor, axis: Axes) -> Tensor:
+    """The maximum along ``axis`` (kept), as a constant; 0 where it is not finite."""
+    m = stop_gradient(max(t, axis, keepdims=True))
+    return where(isfinite(m), m, 0)  # all -inf (or an inf) along the axis: no shift
+
+
 def logsumexp(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tensor:
     """``log(sum(exp(x)))`` over ``axis``, computed without overflow.
 
@@ -96,9 +102,9 @@ def logsumexp(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tenso
     contributions cancel exactly), so the gradient is ``softmax(x)``.
     """
     t = as_tensor(x, "logsumexp")
-    m = stop_gradient(max(t, axis, keepdims=True))
-    m = where(isfinite(m), m, 0)  # all -inf (or an inf) along the axis: no shift
-    out = log(sum(exp(t - m), axis, keepdims=True)) + m
+    m = _shift(t, axis)
+    with np.errstate(divide="ignore"):  # all -inf along the axis gives -inf, as in PyTorch
+        out = log(sum(exp(t - m), axis, keepdims=True)) + m
     if keepdims:
         return out
     axes = _normalize_axes(axis, t.ndim, "logsumexp")
@@ -108,7 +114,10 @@ def logsumexp(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tenso
 def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """``x - logsumexp(x)`` along ``axis``: log-probabilities, stable for large inputs."""
     t = as_tensor(x, "log_softmax")
-    return t - logsumexp(t, axis, keepdims=True)
+    # Subtract the maximum before anything else: `t - logsumexp(t)` would round
+    # both terms at the scale of `t` and lose the digits of a float32 result.
+    shifted = t - _shift(t, axis)
+    return shifted - log(sum(exp(shifted), axis, keepdims=True))
 
 
 def softmax(x: TensorLike, axis: int = -1) -> Tensor:

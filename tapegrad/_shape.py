@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import array_module, device_of, scatter_add as _scatter_add_raw
+from ._backend import array_module, device_of, to_device
+from ._backend import scatter_add as _scatter_add_raw
 from ._dispatch import as_tensor
 from ._primitive import primitive
 from ._tape import emit
@@ -80,7 +81,8 @@ def transpose(x: TensorLike, axes: Sequence[int] | None = None) -> Tensor:
     """Permute the axes; by default reverse them."""
     t = as_tensor(x, "transpose")
     perm = tuple(range(t.ndim))[::-1] if axes is None else tuple(a % max(t.ndim, 1) for a in axes)
-    if sorted(perm) != list(range(t.ndim)):
+    in_range = axes is None or all(-t.ndim <= a < t.ndim for a in axes)
+    if not in_range or sorted(perm) != list(range(t.ndim)):
         raise ValueError(
             f"`transpose`: axes {tuple(axes or ())} are not a permutation of the "
             f"{t.ndim} axes of a tensor of shape {t.shape}"
@@ -201,6 +203,8 @@ def _raw_index(index: Index, device: str) -> tuple[Any, bool]:
             part = part.data
         if isinstance(part, list):
             part = np.asarray(part)
+        if isinstance(part, np.ndarray) and device == "cuda":
+            part = to_device(part, "cuda")  # a host index (list or array) is written for any device
         if hasattr(part, "dtype") and getattr(part, "ndim", 0) >= 0 and not isinstance(part, np.generic):
             if device_of(part) != device:
                 raise ValueError(

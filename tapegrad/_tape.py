@@ -40,7 +40,7 @@ def emit(prim: Primitive, inputs: tuple[Tensor, ...], result: Any, params: Any =
         record = (prim, inputs, out, params)
         for tape in tapes:
             tape._records.append(record)
-    if ANOMALY.enabled:
+    if ANOMALY.enabled and not ANOMALY.in_rule:
         _anomaly.check_forward(prim.name, out)
     return out
 
@@ -208,7 +208,11 @@ class Tape:
                 if g is None:
                     continue
                 needs = tuple(id(x) in dependent for x in inputs)
-                grads = tuple(prim.vjp(g, out, inputs, params, needs))
+                if ANOMALY.enabled:
+                    with _anomaly.rule_running():
+                        grads = tuple(prim.vjp(g, out, inputs, params, needs))
+                else:
+                    grads = tuple(prim.vjp(g, out, inputs, params, needs))
                 if len(grads) != len(inputs):
                     raise RuntimeError(
                         f"`{prim.name}`: its backward rule returned {len(grads)} cotangents "

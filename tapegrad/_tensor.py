@@ -44,7 +44,7 @@ class Tensor:
     >>> import tapegrad as tg
     >>> x = tg.tensor([[1.0, 2.0], [3.0, 4.0]])
     >>> (x * 2 + 1).sum(axis=0)
-    Tensor([ 8., 14.], dtype=float32, device=cpu)
+    Tensor([10., 14.], dtype=float32, device=cpu)
     """
 
     data: Array
@@ -57,7 +57,7 @@ class Tensor:
     @property
     def shape(self) -> tuple[int, ...]:
         """The array's shape."""
-        return self.data.shape  # type: ignore[no-any-return]
+        return self.data.shape
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -106,9 +106,15 @@ class Tensor:
         """Cast to ``dtype``; differentiable between floating dtypes."""
         return _math.cast(self, dtype)
 
-    def __array__(self, dtype: DTypeLike = None, copy: bool | None = None) -> Array:
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> Array:
+        # Writing to the result must never change the tensor: a copy, or with
+        # copy=False (NumPy asks for no copy) a read-only view.
         host = to_host(self.data)
-        return host if dtype is None else host.astype(dtype)
+        if copy is False:
+            view = host.astype(dtype, copy=False).view() if dtype is not None else host.view()
+            view.flags.writeable = False
+            return view
+        return np.array(host, dtype=dtype, copy=True)
 
     def __len__(self) -> int:
         if self.ndim == 0:
@@ -261,7 +267,7 @@ class Tensor:
         return _math.tanh(self)
 
 
-def tensor(obj: Any, dtype: DTypeLike = None, device: str | None = None) -> Tensor:
+def tensor(obj: Any, dtype: DTypeLike | None = None, device: str | None = None) -> Tensor:
     """Build a `Tensor` from Python numbers, nested lists, or an array.
 
     Python floats become float32, as in PyTorch; arrays keep their dtype;

@@ -52,7 +52,7 @@ def _flatten_dict(d: dict[Any, Any]) -> tuple[list[Any], Hashable]:
 _NODES: dict[type, _NodeType] = {
     tuple: _NodeType(lambda t: (t, None), lambda aux, c: tuple(c), _index_key),
     list: _NodeType(lambda t: (t, None), lambda aux, c: list(c), _index_key),
-    dict: _NodeType(_flatten_dict, lambda aux, c: dict(zip(aux, c)), _dict_key),  # type: ignore[call-overload, arg-type]
+    dict: _NodeType(_flatten_dict, lambda aux, c: dict(zip(aux, c)), _dict_key),  # type: ignore[call-overload]
     type(None): _NodeType(lambda t: ((), None), lambda aux, c: None, _index_key),
 }
 _LEAF_TYPES: set[type] = set()

@@ -1,0 +1,23 @@
+"""Shared test settings: a fast Hypothesis profile, and GPU tests that skip without a GPU."""
+
+from __future__ import annotations
+
+import hypothesis
+import pytest
+
+import tapegrad as tg
+
+# Few examples and no per-example deadline: the whole engine suite must stay
+# within a minute or so on a two-core machine, and the first call into torch is slow.
+hypothesis.settings.register_profile("tapegrad", max_examples=30, deadline=None)
+hypothesis.settings.load_profile("tapegrad")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked `gpu` only where CuPy sees no CUDA device."""
+    if tg.cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs CuPy and a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

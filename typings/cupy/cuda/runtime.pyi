@@ -1,0 +1,1 @@
+def getDeviceCount() -> int: ...  # noqa: N802 - CUDA's spelling
