@@ -219,10 +219,14 @@ def op_overhead(n: int = 10_000) -> dict[str, float]:
     return result
 
 
-def run_child(threads: int, batches: list[int], rounds: int, burst: int) -> dict[str, Any]:
+def run_child(threads: int, batches: list[int], rounds: int, burst: int, keep_memory: bool) -> dict[str, Any]:
     """The measurements for one thread count (run in a fresh process)."""
     _set_threads(threads)
-    report: dict[str, Any] = {"threads": threads, "batches": {}}
+    import tapegrad as tg
+
+    # Process-wide, so every system below gets the same allocator behaviour.
+    retained = tg.retain_freed_memory() if keep_memory else False
+    report: dict[str, Any] = {"threads": threads, "retain_freed_memory": retained, "batches": {}}
     for batch in batches:
         systems, _ = build_systems(batch)
         medians = time_systems(systems, rounds, burst)
@@ -238,7 +242,8 @@ def run_child(threads: int, batches: list[int], rounds: int, burst: int) -> dict
 
 def print_report(report: dict[str, Any]) -> None:
     """The tables, as Markdown."""
-    print(f"\n### {report['threads']} BLAS thread(s)\n")
+    malloc = "freed memory retained" if report["retain_freed_memory"] else "default malloc"
+    print(f"\n### {report['threads']} BLAS thread(s), {malloc}\n")
     for batch, r in report["batches"].items():
         med, ratios = r["median_us"], r["ratios"]
         print(f"batch {batch}: median µs per training step (ratio to hand-written NumPy; to PyTorch eager)")
@@ -263,16 +268,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--burst", type=int, default=20)
     parser.add_argument("--json", default=str(HERE / "results" / "train_step.json"))
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="do not call tapegrad.retain_freed_memory() (measures the page-fault cost)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        report = run_child(args.threads[0], args.batches, args.rounds, args.burst)
+        report = run_child(args.threads[0], args.batches, args.rounds, args.burst, not args.default_malloc)
         print(json.dumps(report))
         return
     reports = []
     for threads in args.threads:
         cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--batches",
-               *map(str, args.batches), "--rounds", str(args.rounds), "--burst", str(args.burst)]
+               *map(str, args.batches), "--rounds", str(args.rounds), "--burst", str(args.burst),
+               *(["--default-malloc"] if args.default_malloc else [])]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         report = json.loads(out.strip().splitlines()[-1])
         print_report(report)

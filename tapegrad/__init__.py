@@ -20,6 +20,7 @@ from ._anomaly import debug_nans as debug_nans
 from ._backend import cuda_available as cuda_available
 from ._custom_vjp import custom_vjp as custom_vjp
 from ._linalg import matmul as matmul
+from ._memory import retain_freed_memory as retain_freed_memory
 from ._math import abs as abs  # noqa: A004
 from ._math import add as add
 from ._math import cast as cast
@@ -80,7 +81,6 @@ from ._tensor import Tensor as Tensor
 from ._tensor import TensorLike as TensorLike
 from ._tensor import tensor as tensor
 
-_tree.register_leaf(Tensor)
 
 # The layers above the core; the core itself never imports them.
 from . import nn as nn  # noqa: E402

@@ -96,6 +96,12 @@ def compute_binary(op: str, a: TensorLike, b: TensorLike, fn: Callable[[Any, Any
 
 def binary(prim: Primitive, a: TensorLike, b: TensorLike, fn: Callable[[Any, Any], Any]) -> Tensor:
     """Run a broadcasting binary op and record it with both operands as tensors."""
+    if type(a) is Tensor and type(b) is Tensor:  # the common case, without the checks
+        try:
+            result = fn(a.data, b.data)
+        except (ValueError, TypeError):
+            result = compute_binary(prim.name, a, b, fn)  # raises, worded to teach
+        return emit(prim, (a, b), result)
     result = compute_binary(prim.name, a, b, fn)
     if _ACTIVE.get():
         dtype = getattr(result, "dtype", None)

@@ -19,12 +19,18 @@ Axes = int | tuple[int, ...] | None
 
 
 def _normalize_axes(axis: Axes, ndim: int, op: str) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    if type(axis) is int and 0 <= axis < ndim:  # the common case, checked cheaply
+        return (axis,)
+    if ndim == 0 and isinstance(axis, int) and axis in (0, -1):
+        return ()  # NumPy lets a 0-d array take axis 0 or -1, and reduces nothing
     axes = (axis,) if isinstance(axis, int) else tuple(range(ndim)) if axis is None else tuple(axis)
     out = []
     for a in axes:
-        if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
+        if not -ndim <= a < ndim:
             raise ValueError(f"`{op}`: axis {a} is out of range for a tensor with {ndim} dimensions")
-        out.append(a % ndim if ndim else 0)
+        out.append(a % ndim)
     if len(set(out)) != len(out):
         raise ValueError(f"`{op}`: repeated axis in {axis}")
     return tuple(out)

@@ -34,7 +34,7 @@ def emit(prim: Primitive, inputs: tuple[Tensor, ...], result: Any, params: Any =
     Only floating results are recorded: nothing can flow back through an
     integer or boolean value, so there is no reason to keep it.
     """
-    out = wrap(result)
+    out = Tensor(result) if type(result) is np.ndarray else wrap(result)
     tapes = _ACTIVE.get()
     if tapes and out.data.dtype.kind == "f":
         record = (prim, inputs, out, params)
@@ -165,8 +165,8 @@ class Tape:
             raise ValueError(
                 f"Tape.gradient: unconnected must be 'zero', 'none' or 'error', got {unconnected!r}"
             )
-        paths, leaves, treedef = tree.flatten_with_paths(sources)
-        _check_sources(paths, leaves)
+        leaves, treedef = tree.flatten(sources)
+        _check_sources(sources, leaves)
         seed = _seed(target, output_gradients)
         records = self._records
         if not self._persistent:
@@ -174,7 +174,7 @@ class Tape:
             self._spent = True
         cot = self._backward(target, seed, [id(s) for s in leaves], records)
         del records
-        grads = _finish(paths, leaves, cot, unconnected, seed)
+        grads = _finish(sources, leaves, cot, unconnected, seed)
         return treedef.unflatten(grads)  # type: ignore[no-any-return]
 
     def _backward(
@@ -233,8 +233,16 @@ class Tape:
         return cot
 
 
-def _check_sources(paths: list[str], leaves: list[Any]) -> None:
-    for path, leaf in zip(paths, leaves):
+def _path(sources: Any, index: int) -> str:
+    """The key path of leaf ``index`` (only computed for error messages)."""
+    return tree.flatten_with_paths(sources)[0][index]
+
+
+def _check_sources(sources: Any, leaves: list[Any]) -> None:
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, Tensor) and leaf.dtype.kind == "f":
+            continue
+        path = _path(sources, i)
         if not isinstance(leaf, Tensor):
             raise TypeError(
                 f"Tape.gradient: sources{path} is a {type(leaf).__name__}, not a Tensor; "
@@ -302,7 +310,7 @@ def _fit(g: Tensor, x: Tensor, name: str) -> Tensor:
 
 
 def _finish(
-    paths: list[str],
+    sources: Any,
     leaves: list[Tensor],
     cot: dict[int, Tensor],
     unconnected: Unconnected,
@@ -313,12 +321,12 @@ def _finish(
 
     seen: set[int] = set()
     out: list[Tensor | None] = []
-    for path, leaf in zip(paths, leaves):
+    for i, leaf in enumerate(leaves):
         g = cot.get(id(leaf))
         if g is None:
             if unconnected == "error":
                 raise ValueError(
-                    f"Tape.gradient: sources{path} does not influence the target. Likely "
+                    f"Tape.gradient: sources{_path(sources, i)} does not influence the target. Likely "
                     "causes: it was never used, it was used under stop_recording() or "
                     "stop_gradient(), it went through .numpy(), or it passed through an "
                     "integer op."

@@ -13,7 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
+import operator
+
 import attrs
+
+from ._tensor import Tensor
 
 T = TypeVar("T")
 
@@ -76,6 +80,9 @@ def register_leaf(cls: type[T]) -> type[T]:
     return cls
 
 
+register_leaf(Tensor)
+
+
 def _node_type(cls: type) -> _NodeType | None:
     node = _NODES.get(cls)
     if node is not None or cls in _LEAF_TYPES:
@@ -84,11 +91,22 @@ def _node_type(cls: type) -> _NodeType | None:
         fields = tuple(cls._fields)
         node = _NodeType(lambda t: (t, fields), lambda aux, c: cls(*c), _field_key)
     elif attrs.has(cls):
-        names = tuple(f.name for f in attrs.fields(cls))
-        aliases = tuple(f.alias for f in attrs.fields(cls))
+        fields = attrs.fields(cls)
+        names = tuple(f.name for f in fields)
+        get = operator.attrgetter(*names) if names else (lambda obj: ())
+        if all(f.init and not f.kw_only for f in fields):
+            def rebuild(aux: Hashable, c: list[Any]) -> Any:
+                return cls(*c)
+        else:
+            aliases = tuple(f.alias for f in fields)
+
+            def rebuild(aux: Hashable, c: list[Any]) -> Any:
+                return cls(**dict(zip(aliases, c)))
+
+        single = len(names) == 1
         node = _NodeType(
-            lambda obj: ([getattr(obj, n) for n in names], names),
-            lambda aux, c: cls(**dict(zip(aliases, c))),
+            (lambda obj: ((get(obj),), names)) if single else (lambda obj: (get(obj), names)),
+            rebuild,
             _field_key,
         )
     else:
@@ -98,9 +116,13 @@ def _node_type(cls: type) -> _NodeType | None:
     return node
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class TreeDef:
-    """The structure of a pytree: node types and aux data, with leaf slots."""
+    """The structure of a pytree: node types and aux data, with leaf slots.
+
+    Structures are interned: two equal structures are the same object, so
+    comparing them (as every optimizer step does) is an identity check.
+    """
 
     node: type | None  # None marks a leaf
     aux: Hashable
@@ -109,12 +131,15 @@ class TreeDef:
 
     def unflatten(self, leaves: Iterable[Any]) -> Any:
         """Rebuild a pytree of this structure from ``leaves``, in order."""
-        items = list(leaves)
+        items = leaves if isinstance(leaves, list) else list(leaves)
         if len(items) != self.num_leaves:
             raise ValueError(
                 f"tree.unflatten: the structure has {self.num_leaves} leaves, got {len(items)}"
             )
-        return self._build(iter(items))
+        builder = _BUILDERS.get(id(self))
+        if builder is None:
+            builder = _BUILDERS.setdefault(id(self), _compile_builder(self))
+        return builder(items)
 
     def _build(self, it: Any) -> Any:
         if self.node is None:
@@ -130,21 +155,83 @@ class TreeDef:
 
 
 _LEAF = TreeDef(None, None, (), 1)
+_INTERNED: dict[tuple[type, Hashable, tuple[TreeDef, ...]], TreeDef] = {}
 
 
-def _flatten(tree: Any, leaves: list[Any], paths: list[str] | None, path: str) -> TreeDef:
+# One generated function per structure that rebuilds it from a list of leaves
+# in a single call, instead of a recursive walk: optimizers rebuild the same
+# parameter structure several times per training step (attrs generates its
+# methods the same way). Keyed by id: interned structures live for good.
+_BUILDERS: dict[int, Callable[[list[Any]], Any]] = {}
+_MAX_GENERATED_LEAVES = 4096
+
+
+def _compile_builder(treedef: TreeDef) -> Callable[[list[Any]], Any]:
+    if treedef.num_leaves > _MAX_GENERATED_LEAVES:
+        return lambda items: treedef._build(iter(items))
+    env: dict[str, Any] = {}
+    position = 0
+
+    def expression(t: TreeDef, depth: int) -> str:
+        nonlocal position
+        if depth > 64:
+            raise RecursionError
+        if t.node is None:
+            position += 1
+            return f"L[{position - 1}]"
+        kids = ", ".join(expression(c, depth + 1) for c in t.children)
+        if t.node is tuple:
+            return f"({kids},)" if kids else "()"
+        if t.node is list:
+            return f"[{kids}]"
+        if t.node is type(None):
+            return "None"
+        k = len(env)
+        env[f"u{k}"] = _NODES[t.node].unflatten
+        env[f"a{k}"] = t.aux
+        return f"u{k}(a{k}, [{kids}])"
+
+    try:
+        source = f"def build(L):\n    return {expression(treedef, 0)}\n"
+    except RecursionError:  # very deep trees keep the recursive walk
+        return lambda items: treedef._build(iter(items))
+    exec(source, env)  # noqa: S102 - the source is generated above, from names only
+    return env["build"]  # type: ignore[no-any-return]
+
+
+def _intern(node: type, aux: Hashable, children: tuple[TreeDef, ...]) -> TreeDef:
+    key = (node, aux, children)
+    found = _INTERNED.get(key)
+    if found is None:
+        found = _INTERNED.setdefault(key, TreeDef(node, aux, children, sum(c.num_leaves for c in children)))
+    return found
+
+
+def _flatten(tree: Any, leaves: list[Any]) -> TreeDef:
+    cls = type(tree)
+    if cls is Tensor:  # the common case, first
+        leaves.append(tree)
+        return _LEAF
+    node = _NODES.get(cls)
+    if node is None and (cls in _LEAF_TYPES or (node := _node_type(cls)) is None):
+        leaves.append(tree)
+        return _LEAF
+    children, aux = node.flatten(tree)
+    return _intern(cls, aux, tuple([_flatten(child, leaves) for child in children]))
+
+
+def _flatten_paths(tree: Any, leaves: list[Any], paths: list[str], path: str) -> TreeDef:
     node = _node_type(type(tree))
     if node is None:
         leaves.append(tree)
-        if paths is not None:
-            paths.append(path)
+        paths.append(path)
         return _LEAF
     children, aux = node.flatten(tree)
-    defs = []
-    for i, child in enumerate(children):
-        sub = path + node.key(aux, i) if paths is not None else path
-        defs.append(_flatten(child, leaves, paths, sub))
-    return TreeDef(type(tree), aux, tuple(defs), sum(d.num_leaves for d in defs))
+    defs = tuple(
+        _flatten_paths(child, leaves, paths, path + node.key(aux, i))
+        for i, child in enumerate(children)
+    )
+    return _intern(type(tree), aux, defs)
 
 
 def flatten(tree: Any) -> tuple[list[Any], TreeDef]:
@@ -158,14 +245,14 @@ def flatten(tree: Any) -> tuple[list[Any], TreeDef]:
     {'a': (30, None), 'b': [10, 20]}
     """
     leaves: list[Any] = []
-    return leaves, _flatten(tree, leaves, None, "")
+    return leaves, _flatten(tree, leaves)
 
 
 def flatten_with_paths(tree: Any) -> tuple[list[str], list[Any], TreeDef]:
     """Like `flatten`, plus each leaf's key path, e.g. ``['layers'][1].bias``."""
     leaves: list[Any] = []
     paths: list[str] = []
-    treedef = _flatten(tree, leaves, paths, "")
+    treedef = _flatten_paths(tree, leaves, paths, "")
     return paths, leaves, treedef
 
 
@@ -186,6 +273,8 @@ def structure(tree: Any) -> TreeDef:
 
 def mismatch(a: TreeDef, b: TreeDef, path: str = "") -> str | None:
     """The key path where two structures first differ, with what differs; ``None`` if equal."""
+    if a is b:
+        return None
     if a.node is not b.node or a.aux != b.aux or len(a.children) != len(b.children):
         return f"{path or '<root>'}: {a!r} vs {b!r}"
     node = _NODES.get(a.node) if a.node is not None else None

@@ -11,6 +11,7 @@ buffer is ever written after it has been handed out.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,9 +19,15 @@ import numpy as np
 
 from .._tensor import Tensor
 
+# For each flat buffer we split, weak references to it and to the views we
+# made of it, in order. A leaf list whose arrays are exactly those views (an
+# identity check, so it cannot be fooled by other views of the same memory)
+# is that buffer. Entries go when the buffer dies.
+_LAYOUTS: dict[int, tuple[weakref.ref[np.ndarray], tuple[weakref.ref[np.ndarray], ...]]] = {}
 
-def _address(a: np.ndarray) -> int:
-    return int(a.__array_interface__["data"][0])
+
+def _forget(key: int) -> Any:
+    return lambda _: _LAYOUTS.pop(key, None)
 
 
 def flat_of(leaves: Sequence[Tensor]) -> np.ndarray | None:
@@ -38,29 +45,29 @@ def flat_of(leaves: Sequence[Tensor]) -> np.ndarray | None:
         if type(leaf.data) is not np.ndarray or leaf.data.dtype != dtype:
             return None
     base = first.base
-    if isinstance(base, np.ndarray) and base.ndim == 1 and base.flags.c_contiguous:
-        expected = _address(base)
-        total = 0
-        for leaf in leaves:
-            d = leaf.data
-            if d.base is not base or not d.flags.c_contiguous or _address(d) != expected:
+    entry = _LAYOUTS.get(id(base)) if base is not None else None
+    if entry is not None and entry[0]() is base and len(entry[1]) == len(leaves):
+        for ref, leaf in zip(entry[1], leaves):
+            if ref() is not leaf.data:
                 break
-            expected += d.nbytes
-            total += d.size
         else:
-            if total == base.size:
-                return base
+            return base  # type: ignore[no-any-return]
     return np.concatenate([leaf.data.reshape(-1) for leaf in leaves])
 
 
 def split_like(flat: np.ndarray, leaves: Sequence[Tensor]) -> list[Tensor]:
     """Views of ``flat`` with the shapes of ``leaves``, in order."""
     out = []
+    views = []
     start = 0
     for leaf in leaves:
         stop = start + leaf.size
-        out.append(Tensor(flat[start:stop].reshape(leaf.shape)))
+        view = flat[start:stop].reshape(leaf.shape)
+        views.append(weakref.ref(view))
+        out.append(Tensor(view))
         start = stop
+    key = id(flat)
+    _LAYOUTS[key] = (weakref.ref(flat, _forget(key)), tuple(views))
     return out
 
 
