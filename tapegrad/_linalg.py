@@ -29,6 +29,12 @@ def _mismatch(a: Tensor, b: Tensor) -> ValueError:
 
 def matmul(a: TensorLike, b: TensorLike) -> Tensor:
     """Matrix product with NumPy's rules: 1-D operands are vectors, leading axes batch."""
+    if type(a) is Tensor and type(b) is Tensor:
+        ad, bd = a.data, b.data
+        # The common case: same dtype and device, 2-D; any problem takes the checked path.
+        if ad.ndim == 2 and bd.ndim == 2 and ad.dtype == bd.dtype and type(ad) is type(bd):
+            if ad.shape[1] == bd.shape[0]:
+                return emit(MATMUL, (a, b), ad @ bd)
     x = as_tensor(a, "matmul", "a")
     y = as_tensor(b, "matmul", "b")
     if x.ndim == 0 or y.ndim == 0:

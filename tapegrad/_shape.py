@@ -86,6 +86,8 @@ def expand_dims(x: TensorLike, axis: int | tuple[int, ...]) -> Tensor:
 def transpose(x: TensorLike, axes: Sequence[int] | None = None) -> Tensor:
     """Permute the axes; by default reverse them."""
     t = as_tensor(x, "transpose")
+    if axes is None and t.data.ndim == 2:  # the common case: a matrix's transpose
+        return emit(TRANSPOSE, (t,), t.data.T, (1, 0))
     perm = tuple(range(t.ndim))[::-1] if axes is None else tuple(a % max(t.ndim, 1) for a in axes)
     in_range = axes is None or all(-t.ndim <= a < t.ndim for a in axes)
     if not in_range or sorted(perm) != list(range(t.ndim)):
@@ -111,6 +113,8 @@ def permute(x: TensorLike, axes: Sequence[int]) -> Tensor:
 def swapaxes(x: TensorLike, a: int, b: int) -> Tensor:
     """Exchange two axes."""
     t = as_tensor(x, "swapaxes")
+    if t.data.ndim == 2 and {a, b} in ({0, 1}, {-1, -2}, {0, -1}, {-2, 1}) and a != b:
+        return transpose(t)
     perm = list(range(t.ndim))
     perm[a], perm[b] = perm[b], perm[a]
     return transpose(t, perm)

@@ -207,7 +207,7 @@ class Tape:
                 g = cot.get(oid) if oid in keep else cot.pop(oid, None)
                 if g is None:
                     continue
-                needs = tuple(id(x) in dependent for x in inputs)
+                needs = tuple([id(x) in dependent for x in inputs])
                 if ANOMALY.enabled:
                     with _anomaly.rule_running():
                         grads = tuple(prim.vjp(g, out, inputs, params, needs))
@@ -223,7 +223,8 @@ class Tape:
                 for x, gx, need in zip(inputs, grads, needs):
                     if not need or gx is None:
                         continue
-                    if gx.shape != x.shape or gx.dtype != x.dtype:
+                    gd, xd = gx.data, x.data
+                    if gd.shape != xd.shape or gd.dtype != xd.dtype:
                         gx = _fit(gx, x, prim.name)
                     k = id(x)
                     prev = cot.get(k)
