@@ -264,10 +264,12 @@ CLIP = primitive("clip", _clip_vjp)
 def where(condition: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
     """``x`` where ``condition`` holds, else ``y``, broadcasting all three.
 
-    The gradient of the branch not taken is exactly zero, but a NaN computed
-    in that branch still poisons it (``0 * nan``). The safe pattern, as in
-    JAX: make the unused branch harmless before the op, e.g.
-    ``where(x > 0, log(where(x > 0, x, 1)), 0)``.
+    The rule sends exact zeros to the branch not taken, but a NaN can still
+    enter through that branch's own rule: ``where(x > 0, log(x), 0)`` at
+    ``x = 0`` has gradient nan (log's rule divides the zero by ``x``: ``0/0``),
+    as in JAX and PyTorch. The safe pattern makes the unused branch harmless
+    before the op: ``where(x > 0, log(where(x > 0, x, 1)), 0)`` has gradient
+    exactly 0 there, and its forward pass does not warn either.
     """
     c = raw(condition, "where")
     if getattr(c, "dtype", None) != np.bool_ and not isinstance(c, bool):

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ._dispatch import as_tensor
-from ._math import exp, isfinite, log, where
+from ._math import exp, isfinite, log, logical_and, where
 from ._primitive import primitive
 from ._shape import Axes, _normalize_axes, broadcast_to, reshape
 from ._tape import emit, stop_gradient
@@ -57,9 +57,13 @@ def _extremum(name: str, x: TensorLike, axis: Axes, keepdims: bool) -> Tensor:
 
 def _extremum_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], axes: Any, needs: tuple[bool, ...]) -> Grads:
     # Every element equal to the extremum gets an equal share, as in the seed.
+    # A NaN is the extremum (NumPy propagates it): the NaN entries take the gradient.
     x = inputs[0]
     kshape = _keepdims_shape(x.shape, axes)
-    hit = x.data == out.data.reshape(kshape)
+    top = out.data.reshape(kshape)
+    hit = x.data == top
+    if bool((top != top).any()):
+        hit = hit | ((x.data != x.data) & (top != top))
     share = hit / hit.sum(axis=axes, keepdims=True)
     return (reshape(g, kshape) * Tensor(share.astype(g.dtype, copy=False)),)
 
@@ -89,22 +93,42 @@ def argmin(x: TensorLike, axis: int | None = None) -> Tensor:
 
 
 # ---- stable compositions: no rules of their own -------------------------------------
-def _shift(t: Tensor, axis: Axes) -> Tensor:
-    """The maximum along ``axis`` (kept), as a constant; 0 where it is not finite."""
+def _shifted(t: Tensor, axis: Axes) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``t`` minus its maximum along ``axis``, that maximum, and the slices that are all -inf.
+
+    The maximum is a constant (its gradient contributions cancel exactly). A
+    slice whose maximum is not finite is handled without NaNs or warnings:
+    with a +inf entry, the +inf entries become 0 and the others -inf (the
+    limit as the +inf entries grow; the slice is saturated, so no gradient
+    flows through it); with every entry -inf, nothing is subtracted, and the
+    third result marks the slice (its ``sum(exp)`` is 0). NaN entries propagate.
+    """
     m = stop_gradient(max(t, axis, keepdims=True))
-    return where(isfinite(m), m, 0)  # all -inf (or an inf) along the axis: no shift
+    if bool(isfinite(m).data.all()):  # the common case: one subtraction
+        return t - m, m, None
+    shift = where(isfinite(m), m, 0.0)
+    top = m == np.inf
+    shifted = where(logical_and(top, t == np.inf), 0.0, where(top, -np.inf, t - shift))
+    return shifted, m, m == -np.inf
+
+
+def _log_sum_exp(shifted: Tensor, axis: Axes, empty: Tensor | None) -> Tensor:
+    """``log(sum(exp(shifted)))`` along ``axis`` (kept); 0 in ``empty`` slices, for the caller to fill."""
+    s = sum(exp(shifted), axis, keepdims=True)
+    return log(s) if empty is None else log(where(empty, 1.0, s))
 
 
 def logsumexp(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tensor:
     """``log(sum(exp(x)))`` over ``axis``, computed without overflow.
 
     The maximum is subtracted first and treated as a constant (its gradient
-    contributions cancel exactly), so the gradient is ``softmax(x)``.
+    contributions cancel exactly), so the gradient is ``softmax(x)``. A +inf
+    entry gives +inf, and a slice of only -inf gives -inf (as PyTorch), both
+    with a zero gradient and without NumPy warnings.
     """
     t = as_tensor(x, "logsumexp")
-    m = _shift(t, axis)
-    with np.errstate(divide="ignore"):  # all -inf along the axis gives -inf, as in PyTorch
-        out = log(sum(exp(t - m), axis, keepdims=True)) + m
+    shifted, m, empty = _shifted(t, axis)
+    out = _log_sum_exp(shifted, axis, empty) + m  # an empty slice: 0 + -inf
     if keepdims:
         return out
     axes = _normalize_axes(axis, t.ndim, "logsumexp")
@@ -112,16 +136,26 @@ def logsumexp(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tenso
 
 
 def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
-    """``x - logsumexp(x)`` along ``axis``: log-probabilities, stable for large inputs."""
+    """``x - logsumexp(x)`` along ``axis``: log-probabilities, stable for large inputs.
+
+    A slice with +inf entries gives them log-probability ``-log(count)`` and
+    the others -inf (the limit), with a zero gradient; a slice of only -inf
+    has no distribution and gives NaN, with a zero gradient. Neither warns.
+    """
     t = as_tensor(x, "log_softmax")
     # Subtract the maximum before anything else: `t - logsumexp(t)` would round
     # both terms at the scale of `t` and lose the digits of a float32 result.
-    shifted = t - _shift(t, axis)
-    return shifted - log(sum(exp(shifted), axis, keepdims=True))
+    shifted, _, empty = _shifted(t, axis)
+    out = shifted - _log_sum_exp(shifted, axis, empty)
+    return out if empty is None else where(empty, np.nan, out)
 
 
 def softmax(x: TensorLike, axis: int = -1) -> Tensor:
-    """``exp(x) / sum(exp(x))`` along ``axis``, stable for large inputs."""
+    """``exp(x) / sum(exp(x))`` along ``axis``, stable for large inputs.
+
+    +inf entries share the probability evenly (the limit) and a slice of
+    only -inf gives NaN, as in `log_softmax`.
+    """
     return exp(log_softmax(x, axis))
 
 

@@ -272,11 +272,16 @@ def structure(tree: Any) -> TreeDef:
 
 
 def mismatch(a: TreeDef, b: TreeDef, path: str = "") -> str | None:
-    """The key path where two structures first differ, with what differs; ``None`` if equal."""
+    """The key path where two structures first differ, with what differs; ``None`` if equal.
+
+    >>> from tapegrad import tree
+    >>> tree.mismatch(tree.structure({"w": 1, "b": 2}), tree.structure({"w": 1, "c": 2}))
+    "<root>: dict(*, *) with keys ('b', 'w') vs dict(*, *) with keys ('c', 'w')"
+    """
     if a is b:
         return None
     if a.node is not b.node or a.aux != b.aux or len(a.children) != len(b.children):
-        return f"{path or '<root>'}: {a!r} vs {b!r}"
+        return f"{path or '<root>'}: {_describe(a)} vs {_describe(b)}"
     node = _NODES.get(a.node) if a.node is not None else None
     for i, (ca, cb) in enumerate(zip(a.children, b.children)):
         key = node.key(a.aux, i) if node is not None else f"[{i}]"
@@ -284,6 +289,12 @@ def mismatch(a: TreeDef, b: TreeDef, path: str = "") -> str | None:
         if found is not None:
             return found
     return None
+
+
+def _describe(t: TreeDef) -> str:
+    if t.node is dict:  # the keys are what differs, most of the time
+        return f"{t!r} with keys {t.aux!r}"
+    return repr(t)
 
 
 def map(fn: Callable[..., Any], tree: T, *rest: Any) -> T:  # noqa: A001 - mirrors jax.tree.map

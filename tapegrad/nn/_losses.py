@@ -71,13 +71,18 @@ def _cross_entropy_fwd(
     x = logits.data
     xp = array_module(x)
     m = x.max(axis=1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)  # an all -inf row: no shift, no nan
-    shifted = x - m
+    top = m == xp.inf
+    shifted = x - xp.where(xp.isfinite(m), m, 0)  # an all -inf row: no shift
+    if top.any():  # +inf logits take all the probability (the limit), with no nan
+        shifted = xp.where(top & (x == xp.inf), 0.0, xp.where(top, -xp.inf, shifted))
     e = xp.exp(shifted)
     s = e.sum(axis=1, keepdims=True)
     rows = xp.arange(x.shape[0])
-    per_example = xp.log(s[:, 0]) - shifted[rows, labels.data]
-    probs = e / s
+    # An all -inf row has no distribution: its loss and probabilities are nan,
+    # as in PyTorch, without NumPy's warnings.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_example = xp.log(s[:, 0]) - shifted[rows, labels.data]
+        probs = e / s
     return Tensor(xp.asarray(_reduce(per_example, reduction))), (logits, labels, probs, reduction)
 
 
@@ -89,7 +94,9 @@ cross_entropy = custom_vjp(_cross_entropy_primal)
 cross_entropy.__doc__ = """Softmax cross-entropy of ``logits`` (batch, classes) against integer ``labels``.
 
 Fused for numerical stability: the log-sum-exp subtracts each row's maximum,
-so logits of +-1000 stay finite. The gradient is ``(softmax - one_hot) / batch``
+so logits of +-1000 stay finite. A row with +inf logits is the limit: its
++inf logits share the probability, so the loss is 0 (or inf if the label's
+logit is finite) and the gradient finite; an all -inf row gives nan. The gradient is ``(softmax - one_hot) / batch``
 for the default ``reduction="mean"``; ``"sum"`` and ``"none"`` are offered too.
 
 >>> import tapegrad as tg
