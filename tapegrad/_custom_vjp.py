@@ -18,14 +18,13 @@ Tensor(6., dtype=float32, device=cpu)
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, Generic, ParamSpec
 
 from ._primitive import Primitive
-from ._tape import _ACTIVE, emit, pause_recording
+from ._tape import _ACTIVE, emit
 from ._tensor import Tensor
 
 P = ParamSpec("P")
@@ -68,12 +67,18 @@ class custom_vjp(Generic[P]):  # noqa: N801 - JAX's spelling
         # own backward pass, so it skips fwd's inner ops; under nested tapes the
         # outer ones must record how the residuals depend on the inputs, or
         # their gradients of `bwd` would miss that dependence.
-        token = self._in_fwd.set(True)
-        try:
-            with pause_recording() if len(tapes) == 1 else contextlib.nullcontext():
+        if len(tapes) == 1:
+            paused = _ACTIVE.set(())
+            try:
                 out, residuals = self.fwd(*args, **kwargs)
-        finally:
-            self._in_fwd.reset(token)
+            finally:
+                _ACTIVE.reset(paused)
+        else:
+            token = self._in_fwd.set(True)
+            try:
+                out, residuals = self.fwd(*args, **kwargs)
+            finally:
+                self._in_fwd.reset(token)
         if not isinstance(out, Tensor):
             raise TypeError(
                 f"`{self._prim.name}`: fwd must return (output Tensor, residuals), "

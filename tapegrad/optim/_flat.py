@@ -51,7 +51,7 @@ def flat_of(leaves: Sequence[Tensor]) -> np.ndarray | None:
             if ref() is not leaf.data:
                 break
         else:
-            return base  # type: ignore[no-any-return]
+            return base
     return np.concatenate([leaf.data.reshape(-1) for leaf in leaves])
 
 
