@@ -102,14 +102,7 @@ def train(args: argparse.Namespace, data: MnistSplits) -> dict[str, Any]:
     meta = {"sizes": ",".join(map(str, SIZES)), "dtype": args.dtype, "seed": args.seed}
 
     if args.resume and Path(args.checkpoint).exists():
-        like = {"params": params, "opt_state": opt_state, "epoch": 0, "history": history}
-        try:
-            saved = checkpoint.load(args.checkpoint, like)
-        except checkpoint.CheckpointError as exc:
-            print(f"error: cannot resume: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-        params, opt_state = saved["params"], saved["opt_state"]
-        start_epoch, history = saved["epoch"], saved["history"]
+        params, opt_state, start_epoch, history = resume(args.checkpoint, meta, params, opt_state)
         print(f"Resuming from {args.checkpoint} after epoch {start_epoch}")
 
     train_seconds = 0.0
@@ -142,12 +135,37 @@ def train(args: argparse.Namespace, data: MnistSplits) -> dict[str, Any]:
               f"Val Loss: {val.loss:.4f}, Val Acc: {val.accuracy:.4f}", flush=True)
         if args.checkpoint:
             state = {"params": params, "opt_state": opt_state, "epoch": epoch + 1, "history": history}
-            checkpoint.save(args.checkpoint, state, meta)
+            checkpoint.save(args.checkpoint, state, {**meta, "epoch": epoch + 1})
         if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
             print(f"Stopping after epoch {epoch + 1} (--stop-after-epoch)")
             break
     return {"params": params, "history": history, "train_seconds": train_seconds, "steps": steps,
             "model": model}
+
+
+def resume(path: str, meta: dict[str, Any], params: Any, opt_state: Any) -> tuple[Any, Any, int, dict[str, list[float]]]:
+    """The state saved at ``path``; exits with a message if it is from another run's setup.
+
+    The metadata is read first: it says how many epochs the history holds (so
+    that ``like`` has its shape), and which layer sizes and dtype wrote it.
+    """
+    try:
+        saved_meta = checkpoint.load_metadata(path)
+        for key, option in (("sizes", "layer sizes"), ("dtype", "--dtype")):
+            if key in saved_meta and saved_meta[key] != meta[key]:
+                print(f"error: cannot resume: {path} was written by a run with {option} "
+                      f"{saved_meta[key]}, but this run has {option} {meta[key]}; resume with the "
+                      f"same setting, or start afresh without --resume", file=sys.stderr)
+                raise SystemExit(2)
+        done = saved_meta.get("epoch", 0)
+        done = done if isinstance(done, int) and not isinstance(done, bool) and done >= 0 else 0
+        history = {name: [0.0] * done for name in ("train_loss", "val_loss", "val_acc")}
+        like = {"params": params, "opt_state": opt_state, "epoch": 0, "history": history}
+        saved = checkpoint.load(path, like)
+    except checkpoint.CheckpointError as exc:
+        print(f"error: cannot resume: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return saved["params"], saved["opt_state"], saved["epoch"], saved["history"]
 
 
 def _progress(epoch: int, args: argparse.Namespace, total: int) -> Any:

@@ -84,8 +84,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Tran
             raise TypeError(f"`adam`: expected an AdamState from init(), got {type(state).__name__}")
         grads, treedef = _tree.flatten(updates)
         check_tensors("adam", "gradients", grads)
-        ms = leaves_matching("adam", "first moments (state.m)", state.m, treedef)
-        vs = leaves_matching("adam", "second moments (state.v)", state.v, treedef)
+        ms = leaves_matching("adam", "first moments (state.m)", state.m, treedef, grads)
+        vs = leaves_matching("adam", "second moments (state.v)", state.v, treedef, grads)
         step = state.step + 1
         flat_g = flat_of(grads)
         if flat_g is not None and flat_g.dtype == ms[0].dtype == vs[0].dtype:
@@ -149,7 +149,7 @@ def trace(momentum: float, nesterov: bool = False) -> Transform[TraceState]:
     def update(updates: Updates, state: TraceState, params: Params) -> tuple[Updates, TraceState]:
         grads, treedef = _tree.flatten(updates)
         check_tensors("sgd", "gradients", grads)
-        prev = leaves_matching("sgd", "momentum buffers", state.trace, treedef)
+        prev = leaves_matching("sgd", "momentum buffers", state.trace, treedef, grads)
         new = [Tensor(momentum * t.data + g.data) for g, t in zip(grads, prev)]
         if nesterov:
             out = [Tensor(g.data + momentum * t.data) for g, t in zip(grads, new)]

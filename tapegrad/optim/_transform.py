@@ -33,8 +33,20 @@ class Transform(Generic[S]):
     update: Callable[[Updates, S, Params], tuple[Updates, S]]
 
 
-def leaves_matching(op: str, what: str, tree: Any, treedef: _tree.TreeDef) -> list[Any]:
-    """The leaves of ``tree``, which must have structure ``treedef``."""
+def leaves_matching(
+    op: str,
+    what: str,
+    tree: Any,
+    treedef: _tree.TreeDef,
+    like: list[Any] | None = None,
+    like_what: str = "the gradients",
+) -> list[Any]:
+    """The leaves of ``tree``, which must have structure ``treedef``.
+
+    With ``like`` (the reference leaves), each leaf must also have its
+    reference's shape: NumPy would otherwise broadcast a mismatched state or
+    update silently, and the parameters would change shape.
+    """
     leaves, other = _tree.flatten(tree)
     if other != treedef:
         raise ValueError(
@@ -42,6 +54,14 @@ def leaves_matching(op: str, what: str, tree: Any, treedef: _tree.TreeDef) -> li
             f"{_tree.mismatch(treedef, other)}; was the optimizer state made by init() "
             "for these parameters?"
         )
+    for i, (leaf, ref) in enumerate(zip(leaves, like or ())):
+        if isinstance(leaf, Tensor) and isinstance(ref, Tensor) and leaf.shape != ref.shape:
+            path = _tree.flatten_with_paths(tree)[0][i] or "<root>"
+            raise ValueError(
+                f"`{op}`: the {what} at {path} have shape {leaf.shape}, but {like_what} "
+                f"there have shape {ref.shape}; was the optimizer state made by init() for "
+                "these parameters?"
+            )
     return leaves
 
 
@@ -76,7 +96,7 @@ def chain(*transforms: Transform[Any]) -> Transform[tuple[Any, ...]]:
         if not isinstance(state, tuple) or len(state) != len(transforms):
             raise ValueError(
                 f"`chain`: expected a state tuple of {len(transforms)} entries from init(), got "
-                f"{type(state).__name__}"
+                f"{type(state).__name__}{f' of {len(state)}' if isinstance(state, tuple) else ''}"
             )
         new_states = []
         for t, s in zip(transforms, state):
@@ -90,7 +110,7 @@ def chain(*transforms: Transform[Any]) -> Transform[tuple[Any, ...]]:
 def apply_updates(params: Params, updates: Updates) -> Params:
     """``params + updates`` leaf by leaf, keeping each parameter's dtype."""
     leaves, treedef = _tree.flatten(params)
-    ups = leaves_matching("apply_updates", "updates", updates, treedef)
+    ups = leaves_matching("apply_updates", "updates", updates, treedef, leaves, "the parameters")
     flat_p = flat_of(leaves)
     flat_u = flat_of(ups) if flat_p is not None else None
     if flat_p is not None and flat_u is not None and flat_u.dtype == flat_p.dtype:

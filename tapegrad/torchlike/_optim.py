@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .. import optim
+from .. import _tree, optim
 from .._tensor import Tensor as CoreTensor
 from ._tensor import Tensor
 
@@ -40,10 +40,30 @@ class Optimizer:
         grads = [
             p.grad.value if p.grad is not None else CoreTensor(p.data * 0) for p in self.params
         ]
-        new_params, self.state = self._opt.update(grads, self.state, params)
+        new_params, new_state = self._opt.update(grads, self.state, params)
+        skipped = [i for i, p in enumerate(self.params) if p.grad is None]
+        self.state = _keep_state_of(skipped, self.state, new_state) if skipped else new_state
         for p, new in zip(self.params, new_params):
             if p.grad is not None:  # as PyTorch: a parameter without a gradient stays put
                 p.value = new
+
+
+def _keep_state_of(skipped: list[int], old: Any, new: Any) -> Any:
+    """``new``, except that the per-parameter entries of the ``skipped`` parameters stay ``old``.
+
+    As the seed's Adam (``if p.grad is None: continue``) and PyTorch: a parameter
+    without a gradient keeps its moments (the step count stays global, as the
+    seed's). The state was made by ``init`` for the parameter list, so the
+    entries of parameter ``i`` are the tensor leaves whose key path ends in ``[i]``.
+    """
+    paths, old_leaves, treedef = _tree.flatten_with_paths(old)
+    new_leaves = _tree.leaves(new)
+    ends = tuple(f"[{i}]" for i in skipped)
+    kept = [
+        o if isinstance(o, CoreTensor) and path.endswith(ends) else n
+        for path, o, n in zip(paths, old_leaves, new_leaves)
+    ]
+    return treedef.unflatten(kept)
 
 
 class Adam(Optimizer):

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import _math, _reduce
 from .._backend import Array
+from .._tape import stop_gradient
 from .._tensor import Tensor as CoreTensor
 from .._tensor import tensor as core_tensor
 from . import _autograd
@@ -83,8 +84,8 @@ class Tensor:
         return self.value.numpy()
 
     def detach(self) -> Tensor:
-        """The same values, cut from the graph."""
-        return Tensor(self.value)
+        """The same values, cut from the graph (a new core tensor, unknown to any tape)."""
+        return Tensor(stop_gradient(self.value))
 
     def backward(self, gradient: Tensor | None = None) -> None:
         """Accumulate this tensor's gradient into every leaf that requires grad."""
