@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tapegrad import retain_freed_memory
 from tapegrad.backend import BACKEND_NAME, xp
 from tapegrad.torchlike import Adam, CrossEntropyLoss, Linear, Module, ReLU, Tensor
 
@@ -53,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     args = parser.parse_args(argv)
     epochs = args.epochs if args.epochs is not None else (20 if args.full else 10)
     print(f"Using backend: {BACKEND_NAME}")
+    retain_freed_memory()  # each step reuses freed memory instead of faulting in new pages
 
     xp.random.seed(args.seed)
     # As in the seed: torchvision's images / 255.0 are float32; the weights are float64.

@@ -79,10 +79,11 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Tran
     def init(params: Params) -> AdamState:
         return AdamState(0, _zeros_like(params), _zeros_like(params))
 
-    def update(updates: Updates, state: AdamState, params: Params) -> tuple[Updates, AdamState]:
+    def update_leaves(
+        grads: list[Tensor], state: AdamState, params: Params, treedef: _tree.TreeDef
+    ) -> tuple[list[Tensor], AdamState]:
         if not isinstance(state, AdamState):
             raise TypeError(f"`adam`: expected an AdamState from init(), got {type(state).__name__}")
-        grads, treedef = _tree.flatten(updates)
         check_tensors("adam", "gradients", grads)
         ms = leaves_matching("adam", "first moments (state.m)", state.m, treedef, grads)
         vs = leaves_matching("adam", "second moments (state.v)", state.v, treedef, grads)
@@ -98,11 +99,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Tran
                 new_m.append(Tensor(m2))
                 new_v.append(Tensor(v2))
                 out.append(Tensor(d))
-        return treedef.unflatten(out), AdamState(
-            step, treedef.unflatten(new_m), treedef.unflatten(new_v)
-        )
+        return out, AdamState(step, treedef.unflatten(new_m), treedef.unflatten(new_v))
 
-    return Transform(init, update)
+    return Transform(init, update_leaves)
 
 
 @attrs.frozen
@@ -119,17 +118,18 @@ def scale_by_learning_rate(lr: float | Schedule) -> Transform[ScaleState]:
     def init(params: Params) -> ScaleState:
         return ScaleState(0)
 
-    def update(updates: Updates, state: ScaleState, params: Params) -> tuple[Updates, ScaleState]:
+    def update_leaves(
+        leaves: list[Tensor], state: ScaleState, params: Params, treedef: _tree.TreeDef
+    ) -> tuple[list[Tensor], ScaleState]:
         factor = -float(schedule(state.count))
-        leaves, treedef = _tree.flatten(updates)
         flat = flat_of(leaves)
         if flat is not None:
             scaled = split_like(flat * factor, leaves)
         else:
             scaled = [Tensor(u.data * factor) for u in leaves]
-        return treedef.unflatten(scaled), ScaleState(state.count + 1)
+        return scaled, ScaleState(state.count + 1)
 
-    return Transform(init, update)
+    return Transform(init, update_leaves)
 
 
 @attrs.frozen
@@ -146,8 +146,9 @@ def trace(momentum: float, nesterov: bool = False) -> Transform[TraceState]:
     def init(params: Params) -> TraceState:
         return TraceState(_zeros_like(params))
 
-    def update(updates: Updates, state: TraceState, params: Params) -> tuple[Updates, TraceState]:
-        grads, treedef = _tree.flatten(updates)
+    def update_leaves(
+        grads: list[Tensor], state: TraceState, params: Params, treedef: _tree.TreeDef
+    ) -> tuple[list[Tensor], TraceState]:
         check_tensors("sgd", "gradients", grads)
         prev = leaves_matching("sgd", "momentum buffers", state.trace, treedef, grads)
         new = [Tensor(momentum * t.data + g.data) for g, t in zip(grads, prev)]
@@ -155,9 +156,9 @@ def trace(momentum: float, nesterov: bool = False) -> Transform[TraceState]:
             out = [Tensor(g.data + momentum * t.data) for g, t in zip(grads, new)]
         else:
             out = new
-        return treedef.unflatten(out), TraceState(treedef.unflatten(new))
+        return out, TraceState(treedef.unflatten(new))
 
-    return Transform(init, update)
+    return Transform(init, update_leaves)
 
 
 def adam_transform(lr: float | Schedule, b1: float, b2: float, eps: float) -> Transform[Any]:

@@ -7,7 +7,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ._adam import adam_transform, sgd_transform
-from ._transform import Schedule, Transform, apply_updates, positive
+from .. import _tree
+from ._transform import Schedule, Transform, apply_update_leaves, positive
 
 P = TypeVar("P")
 
@@ -33,8 +34,9 @@ class Optimizer:
 
     def update(self, grads: P, state: Any, params: P) -> tuple[P, Any]:
         """New parameters and new state; ``grads``, ``state`` and ``params`` are untouched."""
-        updates, new_state = self.transform.update(grads, state, params)
-        return apply_updates(params, updates), new_state
+        leaves, treedef = _tree.flatten(grads)
+        updates, new_state = self.transform.update_leaves(leaves, state, params, treedef)
+        return apply_update_leaves(params, updates, treedef), new_state
 
 
 def adam(

@@ -2,7 +2,9 @@
 
 A transformation maps updates (at first, the gradients) to new updates and
 returns its new state; it never mutates. Updates and states are pytrees with
-the structure of the parameters. Work is done on the raw arrays with Python
+the structure of the parameters. Internally a transformation works on the
+flattened leaves (`Transform.update_leaves`), so that a chain and an
+optimizer flatten the gradients once per step rather than once per stage. Work is done on the raw arrays with Python
 float constants: optimizer steps are never differentiated, and a NumPy
 float64 scalar would push float32 parameters through float64 loops (NEP 50).
 """
@@ -25,12 +27,40 @@ Schedule: TypeAlias = Callable[[int], float]
 S = TypeVar("S")
 
 
+LeafUpdate: TypeAlias = Callable[[list[Tensor], S, Params, _tree.TreeDef], tuple[list[Tensor], S]]
+
+
 @attrs.frozen
 class Transform(Generic[S]):
-    """``init(params) -> state`` and ``update(updates, state, params) -> (updates, state)``."""
+    """``init(params) -> state`` and ``update(updates, state, params) -> (updates, state)``.
+
+    ``update_leaves(leaves, state, params, treedef)`` is the same step on the
+    leaves of ``updates`` (whose structure is ``treedef``); `update` wraps it.
+    Build a transformation from a pytree-level update with `Transform.from_tree_update`.
+    """
 
     init: Callable[[Params], S]
-    update: Callable[[Updates, S, Params], tuple[Updates, S]]
+    update_leaves: LeafUpdate[S]
+
+    def update(self, updates: Updates, state: S, params: Params) -> tuple[Updates, S]:
+        """New updates (same structure as ``updates``) and the new state."""
+        leaves, treedef = _tree.flatten(updates)
+        new, state = self.update_leaves(leaves, state, params, treedef)
+        return treedef.unflatten(new), state
+
+    @staticmethod
+    def from_tree_update(
+        init: Callable[[Params], S], update: Callable[[Updates, S, Params], tuple[Updates, S]]
+    ) -> Transform[S]:
+        """A transformation from optax-style ``init`` and pytree-level ``update`` functions."""
+
+        def update_leaves(
+            leaves: list[Tensor], state: S, params: Params, treedef: _tree.TreeDef
+        ) -> tuple[list[Tensor], S]:
+            new, state = update(treedef.unflatten(leaves), state, params)
+            return leaves_matching("update", "new updates", new, treedef, leaves, "the updates"), state
+
+        return Transform(init, update_leaves)
 
 
 def leaves_matching(
@@ -92,7 +122,9 @@ def chain(*transforms: Transform[Any]) -> Transform[tuple[Any, ...]]:
     def init(params: Params) -> tuple[Any, ...]:
         return tuple(t.init(params) for t in transforms)
 
-    def update(updates: Updates, state: tuple[Any, ...], params: Params) -> tuple[Updates, tuple[Any, ...]]:
+    def update_leaves(
+        leaves: list[Tensor], state: tuple[Any, ...], params: Params, treedef: _tree.TreeDef
+    ) -> tuple[list[Tensor], tuple[Any, ...]]:
         if not isinstance(state, tuple) or len(state) != len(transforms):
             raise ValueError(
                 f"`chain`: expected a state tuple of {len(transforms)} entries from init(), got "
@@ -100,21 +132,42 @@ def chain(*transforms: Transform[Any]) -> Transform[tuple[Any, ...]]:
             )
         new_states = []
         for t, s in zip(transforms, state):
-            updates, s = t.update(updates, s, params)
+            leaves, s = t.update_leaves(leaves, s, params, treedef)
             new_states.append(s)
-        return updates, tuple(new_states)
+        return leaves, tuple(new_states)
 
-    return Transform(init, update)
+    return Transform(init, update_leaves)
+
+
+def apply_update_leaves(params: Params, updates: list[Tensor], treedef: _tree.TreeDef) -> Params:
+    """``params + updates`` for update leaves of structure ``treedef``, keeping dtypes."""
+    leaves, params_def = _tree.flatten(params)
+    if params_def is not treedef:
+        raise ValueError(
+            "`apply_updates`: the updates do not match the structure of the parameters at "
+            f"{_tree.mismatch(params_def, treedef)}; was the optimizer state made by init() "
+            "for these parameters?"
+        )
+    for i, (p, u) in enumerate(zip(leaves, updates)):
+        if isinstance(p, Tensor) and p.shape != u.shape:
+            path = _tree.flatten_with_paths(params)[0][i] or "<root>"
+            raise ValueError(
+                f"`apply_updates`: the updates at {path} have shape {u.shape}, but the parameters "
+                f"there have shape {p.shape}; was the optimizer state made by init() for these "
+                "parameters?"
+            )
+    check_tensors("apply_updates", "parameters", leaves)
+    flat_p = flat_of(leaves)
+    flat_u = flat_of(updates) if flat_p is not None else None
+    if flat_p is not None and flat_u is not None and flat_u.dtype == flat_p.dtype:
+        return treedef.unflatten(split_like(flat_p + flat_u, leaves))
+    return treedef.unflatten(
+        [Tensor(p.data + u.data.astype(p.dtype, copy=False)) for p, u in zip(leaves, updates)]
+    )
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
     """``params + updates`` leaf by leaf, keeping each parameter's dtype."""
-    leaves, treedef = _tree.flatten(params)
-    ups = leaves_matching("apply_updates", "updates", updates, treedef, leaves, "the parameters")
-    flat_p = flat_of(leaves)
-    flat_u = flat_of(ups) if flat_p is not None else None
-    if flat_p is not None and flat_u is not None and flat_u.dtype == flat_p.dtype:
-        return treedef.unflatten(split_like(flat_p + flat_u, leaves))
-    return treedef.unflatten(
-        Tensor(p.data + u.data.astype(p.dtype, copy=False)) for p, u in zip(leaves, ups)
-    )
+    leaves, treedef = _tree.flatten(updates)
+    check_tensors("apply_updates", "updates", leaves)
+    return apply_update_leaves(params, leaves, treedef)
