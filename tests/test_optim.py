@@ -287,22 +287,24 @@ def test_schedule_errors() -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: optim.adam(lr=0), "`scale_by_learning_rate`: lr must be a positive number or a schedule, got 0"),
+        (lambda: optim.adam(lr=0), "`adam`: lr must be a positive number or a schedule, got 0"),
         (
             lambda: optim.adam(lr=-1e-3),
-            "`scale_by_learning_rate`: lr must be a positive number or a schedule, got -0.001",
+            "`adam`: lr must be a positive number or a schedule, got -0.001",
         ),
-        (lambda: optim.adam(lr=True), "`scale_by_learning_rate`: lr must be a positive number or a schedule, got True"),
-        (lambda: optim.adam(b1=1.0), "`scale_by_adam`: b1 must be in [0, 1), got 1.0"),
-        (lambda: optim.adam(b1=-0.1), "`scale_by_adam`: b1 must be in [0, 1), got -0.1"),
-        (lambda: optim.adam(b2=1.5), "`scale_by_adam`: b2 must be in [0, 1), got 1.5"),
-        (lambda: optim.adam(eps=0.0), "`scale_by_adam`: eps must be a positive number, got 0.0"),
-        (lambda: optim.sgd(0.0), "`sgd`: lr must be a positive number, got 0.0"),
-        (lambda: optim.sgd(-1), "`sgd`: lr must be a positive number, got -1"),
-        (lambda: optim.sgd(0.1, momentum=1.0), "`trace`: momentum must be in [0, 1), got 1.0"),
+        (lambda: optim.adam(lr=True), "`adam`: lr must be a positive number or a schedule, got True"),
+        (lambda: optim.adam(b1=1.0), "`adam`: b1 must be in [0, 1), got 1.0"),
+        (lambda: optim.adam(b1=-0.1), "`adam`: b1 must be in [0, 1), got -0.1"),
+        (lambda: optim.adam(b2=1.5), "`adam`: b2 must be in [0, 1), got 1.5"),
+        (lambda: optim.adam(eps=0.0), "`adam`: eps must be a positive number, got 0.0"),
+        (lambda: optim.sgd(0.0), "`sgd`: lr must be a positive number or a schedule, got 0.0"),
+        (lambda: optim.sgd(-1), "`sgd`: lr must be a positive number or a schedule, got -1"),
+        (lambda: optim.sgd(0.1, momentum=1.0), "`sgd`: momentum must be in [0, 1), got 1.0"),
+        (lambda: optim.scale_by_adam(b1=1.0), "`scale_by_adam`: b1 must be in [0, 1), got 1.0"),
+        (lambda: optim.trace(momentum=1.0), "`trace`: momentum must be in [0, 1), got 1.0"),
     ],
     ids=["adam-lr-0", "adam-lr-neg", "adam-lr-bool", "b1-1", "b1-neg", "b2", "eps", "sgd-lr-0", "sgd-lr-neg",
-         "momentum"],
+         "momentum", "scale_by_adam-b1", "trace-momentum"],
 )
 def test_bad_hyperparameters(make: Callable[[], optim.Optimizer], message: str) -> None:
     with pytest.raises(ValueError) as info:

@@ -8,7 +8,8 @@ import attrs
 
 from ._adam import adam_transform, sgd_transform
 from .. import _tree
-from ._transform import Schedule, Transform, apply_update_leaves, positive
+from ._schedule import as_schedule
+from ._transform import Schedule, Transform, apply_update_leaves, fraction, positive
 
 P = TypeVar("P")
 
@@ -43,11 +44,16 @@ def adam(
     lr: float | Schedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
 ) -> Optimizer:
     """Adam (Kingma & Ba), with the seed's bias correction."""
+    # Checked here too, so that the error names the function the user called.
+    as_schedule("adam", lr)
+    fraction("adam", "b1", b1)
+    fraction("adam", "b2", b2)
+    positive("adam", "eps", eps)
     return Optimizer(adam_transform(lr, b1, b2, eps))
 
 
 def sgd(lr: float | Schedule, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
     """Stochastic gradient descent, with optional (Nesterov) momentum."""
-    if not callable(lr):
-        positive("sgd", "lr", lr)
+    as_schedule("sgd", lr)
+    fraction("sgd", "momentum", momentum)
     return Optimizer(sgd_transform(lr, momentum, nesterov))
