@@ -110,12 +110,22 @@ def _cross_entropy_bwd(res: tuple[Tensor, Tensor, Any, str], g: Tensor) -> tuple
     logits, labels, probs_raw, reduction = res
     n = logits.shape[0]
     xp = array_module(probs_raw)
+    rows = xp.arange(n)
+    if not is_recording():
+        # Nothing differentiates this rule: (softmax - one_hot) * g in place,
+        # on a copy of the saved softmax, is two passes and a scatter.
+        diff_raw = probs_raw.copy()
+        diff_raw[rows, labels.data] -= 1
+        if reduction == "none":
+            diff_raw *= g.data.reshape(n, 1)
+        else:
+            diff_raw *= g.data / n if reduction == "mean" else g.data
+        return (Tensor(diff_raw), None)
     one_hot = xp.zeros(logits.shape, dtype=logits.dtype)
-    one_hot[xp.arange(n), labels.data] = 1
+    one_hot[rows, labels.data] = 1
     # Under an outer tape, recompute softmax from the logits so that the
-    # second derivative sees its dependence on them; otherwise reuse it.
-    probs = softmax(logits, axis=1) if is_recording() else Tensor(probs_raw)
-    diff = probs - Tensor(one_hot)
+    # second derivative sees its dependence on them.
+    diff = softmax(logits, axis=1) - Tensor(one_hot)
     if reduction == "mean":
         return (diff * (g / n), None)
     if reduction == "sum":
