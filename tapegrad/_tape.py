@@ -8,6 +8,7 @@ never see each other's records.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,6 +27,15 @@ Unconnected: TypeAlias = Literal["zero", "none", "error"]
 S = TypeVar("S")
 
 _ACTIVE: ContextVar[tuple[Tape, ...]] = ContextVar("tapegrad_active_tapes", default=())
+
+#: A persistent tape garbage-collected while it still holds more than this many
+#: bytes of recorded arrays emits a `ResourceWarning`: it was probably kept by mistake.
+RESOURCE_WARNING_BYTES = 16 * 1024 * 1024
+_KEPT_BY_MISTAKE = (
+    "Tape: a persistent tape was garbage-collected while holding {records} records "
+    "({nbytes} bytes of arrays); call tape.close() once you are done with its gradients, "
+    "or use Tape(persistent=False) if one gradient() call is enough"
+)
 
 
 def emit(prim: Primitive, inputs: tuple[Tensor, ...], result: Any, params: Any = None) -> Tensor:
@@ -66,7 +76,8 @@ class Tape:
     A tape is used once by default: `gradient` releases what it recorded as
     it goes, so memory does not grow across training steps. Pass
     ``persistent=True`` to call `gradient` many times; then `close` (or
-    dropping the tape) releases the records.
+    dropping the tape) releases the records. Dropping one that still holds
+    more than `RESOURCE_WARNING_BYTES` emits a `ResourceWarning`.
 
     >>> import tapegrad as tg
     >>> w = tg.tensor([1.0, 2.0])
@@ -130,6 +141,21 @@ class Tape:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def __del__(self) -> None:
+        # As an unclosed file does: the warning is silent by default, and under
+        # -W error Python reports it as unraisable (a __del__ cannot raise).
+        try:
+            if not self._persistent or not self._records:
+                return
+            nbytes = self.nbytes()
+            if nbytes > RESOURCE_WARNING_BYTES:
+                message = _KEPT_BY_MISTAKE.format(records=len(self._records), nbytes=nbytes)
+                warnings.warn(message, ResourceWarning, stacklevel=2, source=self)
+        except Warning:
+            raise
+        except Exception:  # a half-built tape, or interpreter shutdown: say nothing
+            pass
 
     def __repr__(self) -> str:
         return (

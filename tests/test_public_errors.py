@@ -1,0 +1,127 @@
+"""Misuse at the public surface gets a TypeError or ValueError that names the problem and the fix.
+
+The same table is printed in the README ("Misuses that are caught"); a test
+keeps the two identical, so the README never drifts from what the code says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+from tapegrad import nn, optim
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _zeros(*shape: int) -> tg.Tensor:
+    return tg.tensor(np.zeros(shape, np.float32))
+
+
+def _second_gradient() -> None:
+    x = tg.tensor(2.0)
+    with tg.Tape() as tape:
+        y = x * x
+    tape.gradient(y, x)
+    tape.gradient(y, x)
+
+
+def _reentered_tape() -> None:
+    tape = tg.Tape()
+    with tape:
+        with tape:
+            pass
+
+
+def _mismatched_state() -> None:
+    params = {"w": tg.tensor([1.0]), "b": tg.tensor([0.0])}
+    opt = optim.adam()
+    opt.update(params, opt.init({"w": tg.tensor([1.0])}), params)
+
+
+MISUSES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
+    ("a list where a Tensor is expected", lambda: tg.exp([1.0, 2.0]), TypeError,
+     "`exp`: x must be a Tensor, a Python number or an array, got list; wrap it with tapegrad.tensor(...)"),
+    ("a list as an operand", lambda: tg.tensor([1.0]) + [1.0], TypeError,  # type: ignore[operator]
+     "`add`: expected a Tensor, a Python number or an array, got list; wrap it with tapegrad.tensor(...)"),
+    ("misaligned matmul", lambda: _zeros(32, 784) @ _zeros(128, 784), ValueError,
+     "`matmul`: shapes (32, 784) and (128, 784) do not align; did you mean `x @ w.T`?"),
+    ("shapes that do not broadcast", lambda: _zeros(3, 4) + _zeros(5), ValueError,
+     "`add`: shapes (3, 4) and (5,) do not broadcast; NumPy's rule matches shapes from the right, "
+     "and each pair of sizes must be equal or 1. Reshape one operand (e.g. x[:, None]) to line them up."),
+    ("a non-boolean condition in where", lambda: tg.where(tg.tensor([1.0]), 1.0, 0.0), TypeError,
+     "`where`: condition must be boolean, got dtype float32; compare first, e.g. where(x > 0, x, 0)"),
+    ("differentiating with respect to an integer tensor",
+     lambda: tg.Tape().gradient(tg.tensor(1.0), {"labels": tg.tensor([1, 2])}), TypeError,
+     "Tape.gradient: sources['labels'] has dtype int64; only floating tensors can be differentiated. "
+     "Cast it first, e.g. x.astype('float32')."),
+    ("a non-tensor in the sources", lambda: tg.Tape().gradient(tg.tensor(1.0), {"lr": 0.1}), TypeError,
+     "Tape.gradient: sources['lr'] is a float, not a Tensor; every leaf of `sources` must be a Tensor (or None)"),
+    ("a non-scalar target", lambda: tg.Tape().gradient(tg.tensor([1.0, 2.0]), tg.tensor(1.0)), ValueError,
+     "Tape.gradient: target has shape (2,), not a scalar. Reduce it first (e.g. loss.sum() or loss.mean()), "
+     "or pass output_gradients= with shape (2,)."),
+    ("a second gradient() on a non-persistent tape", _second_gradient, RuntimeError,
+     "Tape.gradient: this tape was already used; a non-persistent tape allows one gradient() call. "
+     "Use Tape(persistent=True) to call it several times."),
+    ("entering a tape that is already recording", _reentered_tape, RuntimeError,
+     "Tape: this tape is already recording; a tape cannot be entered twice. Use a new Tape() for a "
+     "nested computation."),
+    ("float labels given to cross_entropy", lambda: nn.cross_entropy(_zeros(2, 3), tg.tensor([0.0, 1.0])),
+     TypeError, "`cross_entropy`: labels must be integer class indices, got dtype float32; convert them "
+     "with labels.astype('int64')"),
+    ("a label outside [0, classes)", lambda: nn.cross_entropy(_zeros(2, 3), tg.tensor([0, 3])), ValueError,
+     "`cross_entropy`: label 3 is outside [0, 3) for logits with 3 classes"),
+    ("labels of the wrong shape", lambda: nn.cross_entropy(_zeros(2, 3), tg.tensor([[0, 1]])), ValueError,
+     "`cross_entropy`: labels have shape (1, 2) but logits have shape (2, 3); expected labels of shape "
+     "(2,), one class per row"),
+    ("mse of different shapes", lambda: nn.mse(_zeros(4, 1), _zeros(4)), ValueError,
+     "`mse`: prediction has shape (4, 1) but target has shape (4,); reshape one so they match (mse never "
+     "broadcasts)"),
+    ("an input of the wrong width for Linear",
+     lambda: nn.Linear(784, 128).apply(nn.Linear(784, 128).init(tg.random.key(0)), _zeros(32, 100)),
+     ValueError, "Linear(784, 128): input has shape (32, 100), but its last axis must have 784 features"),
+    ("a learning rate <= 0", lambda: optim.adam(lr=0.0), ValueError,
+     "`adam`: lr must be a positive number or a schedule, got 0.0"),
+    ("a decay rate outside [0, 1)", lambda: optim.adam(b1=1.0), ValueError,
+     "`adam`: b1 must be in [0, 1), got 1.0"),
+    ("a params pytree that does not match the optimizer state", _mismatched_state, ValueError,
+     "`adam`: the first moments (state.m) do not match the structure of the parameters at <root>: "
+     "dict(*, *) with keys ('b', 'w') vs dict(*) with keys ('w',); was the optimizer state made by init() "
+     "for these parameters?"),
+    ("an unknown device", lambda: tg.tensor([1.0], device="gpu"), ValueError,
+     "device must be 'cpu' or 'cuda', got 'gpu'"),
+    ("a float seed for a random key", lambda: tg.random.key(1.5), TypeError,  # type: ignore[arg-type]
+     "random.key: seed must be an int, got float"),
+    ("a reshape to the wrong size", lambda: _zeros(6).reshape(4, 2), ValueError,
+     "`reshape`: cannot reshape a tensor of shape (6,) (6 elements) into shape (4, 2)"),
+    ("an axis out of range", lambda: _zeros(2, 3).sum(axis=2), ValueError,
+     "`sum`: axis 2 is out of range for a tensor with 2 dimensions"),
+    ("a float index", lambda: _zeros(3)[1.0], TypeError,
+     "`getitem`: a float is not a valid index; use an int"),
+]
+
+
+def readme_row(description: str, error: type[Exception], message: str) -> str:
+    """The README's table row for one misuse."""
+    return f"| {description} | `{error.__name__}` | {message} |"
+
+
+@pytest.mark.parametrize(("description", "call", "error", "message"), MISUSES, ids=[m[0] for m in MISUSES])
+def test_misuse_is_caught_with_its_message(
+    description: str, call: Callable[[], Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as info:
+        call()
+    assert type(info.value) is error
+    assert str(info.value) == message
+
+
+def test_the_readme_lists_every_misuse_with_its_message() -> None:
+    text = README.read_text(encoding="utf-8")
+    missing = [readme_row(d, e, m) for d, _, e, m in MISUSES if readme_row(d, e, m) not in text]
+    assert not missing, "README.md lacks these rows:\n" + "\n".join(missing)
