@@ -22,9 +22,11 @@ mnist: $(VENV)/.installed
 demo: mnist
 
 # Every check: strict typing of the package, the examples and the tests, then pytest.
+# One BLAS thread: the suite's matrices are small, and OpenBLAS threads that
+# spin while another process holds the CPU made single tests up to 15x slower.
 test: $(VENV)/.installed
 	$(PY) -m mypy
-	$(PY) -m pytest tests tapegrad examples
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests tapegrad examples
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_step.py

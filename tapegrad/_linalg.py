@@ -12,7 +12,7 @@ from ._math import cast
 from ._primitive import primitive
 from ._reduce import sum as _sum
 from ._shape import reshape, swapaxes
-from ._tape import emit
+from ._tape import _ACTIVE, emit
 from ._tensor import Tensor, TensorLike
 
 Grads = Sequence[Tensor | None]
@@ -61,6 +61,14 @@ def matmul(a: TensorLike, b: TensorLike) -> Tensor:
 
 def _matmul_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
     a, b = inputs
+    if a.data.ndim == 2 and b.data.ndim == 2 and not _ACTIVE.get():
+        # Nothing records this rule (no outer tape): the same two products,
+        # without recording the transposes as ops.
+        gd = g.data
+        return (
+            Tensor(gd @ b.data.T) if needs[0] else None,
+            Tensor(a.data.T @ gd) if needs[1] else None,
+        )
     if a.ndim >= 2 and b.ndim >= 2:  # the common case, with no reshaping
         return (
             g @ swapaxes(b, -1, -2) if needs[0] else None,

@@ -302,6 +302,14 @@ def _select(c: Any, x: Any, y: Any) -> Any:
     return out.view(dtype)
 
 
+def _where_arrays(c: Any, x: Any, y: Any) -> Any:
+    selected = _select(c, x, y)
+    if selected is not None:
+        return selected
+    arrays = [a for a in (c, x, y) if not isinstance(a, bool | int | float)]
+    return array_module(arrays[0]).where(c, x, y)
+
+
 def where(condition: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
     """``x`` where ``condition`` holds, else ``y``, broadcasting all three.
 
@@ -312,20 +320,19 @@ def where(condition: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
     before the op: ``where(x > 0, log(where(x > 0, x, 1)), 0)`` has gradient
     exactly 0 there, and its forward pass does not warn either.
     """
-    c = raw(condition, "where")
+    c = condition.data if type(condition) is Tensor else raw(condition, "where")
     if getattr(c, "dtype", None) != np.bool_ and not isinstance(c, bool):
         raise TypeError(
             f"`where`: condition must be boolean, got dtype {getattr(c, 'dtype', type(c).__name__)}; "
             "compare first, e.g. where(x > 0, x, 0)"
         )
-    xd, yd = raw(x, "where"), raw(y, "where")
-    same_device("where", c, xd, yd)
-    result = _select(c, xd, yd)
+    xd = x.data if type(x) is Tensor else raw(x, "where")
+    yd = y.data if type(y) is Tensor else raw(y, "where")
     arrays = [a for a in (c, xd, yd) if not isinstance(a, bool | int | float)]
-    xp = array_module(arrays[0]) if arrays else np
+    if any(type(a) is not np.ndarray for a in arrays):  # not all on the host: check devices
+        same_device("where", c, xd, yd)
     try:
-        if result is None:
-            result = xp.where(c, xd, yd)
+        result = _where_arrays(c, xd, yd) if arrays else np.where(c, xd, yd)
     except ValueError:
         raise ValueError(
             f"`where`: shapes {shapes_of(c, xd, yd)} do not broadcast; line them up first"
@@ -339,6 +346,13 @@ def where(condition: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
 
 def _where_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
     c = inputs[0]
+    if not _ACTIVE.get():  # nothing records this rule: select on the arrays directly
+        cd, gd = c.data, g.data
+        return (
+            None,
+            Tensor(_where_arrays(cd, gd, 0)) if needs[1] else None,
+            Tensor(_where_arrays(cd, 0, gd)) if needs[2] else None,
+        )
     return (
         None,
         where(c, g, 0) if needs[1] else None,

@@ -11,7 +11,7 @@ from ._dispatch import as_tensor
 from ._math import exp, isfinite, log, logical_and, where
 from ._primitive import primitive
 from ._shape import Axes, _normalize_axes, broadcast_to, reshape
-from ._tape import emit, stop_gradient
+from ._tape import _ACTIVE, emit, stop_gradient
 from ._tensor import Tensor, TensorLike, wrap
 
 Grads = Sequence[Tensor | None]
@@ -173,6 +173,9 @@ def unbroadcast(g: Tensor, shape: tuple[int, ...], op: str = "") -> Tensor:
     axes = tuple(range(lead)) + tuple(
         lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1
     )
+    if not _ACTIVE.get():  # nothing records this: one reduction on the array
+        summed = g.data.sum(axis=axes) if axes else g.data
+        return wrap(summed.reshape(shape) if summed.shape != shape else summed)
     if axes:
         g = sum(g, axes, keepdims=False)
     return reshape(g, shape) if g.shape != shape else g

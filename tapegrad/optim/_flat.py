@@ -61,8 +61,9 @@ def split_like(flat: np.ndarray, leaves: Sequence[Tensor]) -> list[Tensor]:
     views = []
     start = 0
     for leaf in leaves:
-        stop = start + leaf.size
-        view = flat[start:stop].reshape(leaf.shape)
+        d = leaf.data
+        stop = start + d.size
+        view = flat[start:stop].reshape(d.shape)
         views.append(weakref.ref(view))
         out.append(Tensor(view))
         start = stop

@@ -85,7 +85,7 @@ def leaves_matching(
             "for these parameters?"
         )
     for i, (leaf, ref) in enumerate(zip(leaves, like or ())):
-        if isinstance(leaf, Tensor) and isinstance(ref, Tensor) and leaf.shape != ref.shape:
+        if isinstance(leaf, Tensor) and isinstance(ref, Tensor) and leaf.data.shape != ref.data.shape:
             path = _tree.flatten_with_paths(tree)[0][i] or "<root>"
             raise ValueError(
                 f"`{op}`: the {what} at {path} have shape {leaf.shape}, but {like_what} "
@@ -149,7 +149,7 @@ def apply_update_leaves(params: Params, updates: list[Tensor], treedef: _tree.Tr
             "for these parameters?"
         )
     for i, (p, u) in enumerate(zip(leaves, updates)):
-        if isinstance(p, Tensor) and p.shape != u.shape:
+        if isinstance(p, Tensor) and p.data.shape != u.data.shape:
             path = _tree.flatten_with_paths(params)[0][i] or "<root>"
             raise ValueError(
                 f"`apply_updates`: the updates at {path} have shape {u.shape}, but the parameters "
