@@ -45,7 +45,7 @@ def _mismatched_state() -> None:
 
 
 MISUSES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
-    ("a list where a Tensor is expected", lambda: tg.exp([1.0, 2.0]), TypeError,
+    ("a list where a Tensor is expected", lambda: tg.exp([1.0, 2.0]), TypeError,  # type: ignore[arg-type]
      "`exp`: x must be a Tensor, a Python number or an array, got list; wrap it with tapegrad.tensor(...)"),
     ("a list as an operand", lambda: tg.tensor([1.0]) + [1.0], TypeError,  # type: ignore[operator]
      "`add`: expected a Tensor, a Python number or an array, got list; wrap it with tapegrad.tensor(...)"),
