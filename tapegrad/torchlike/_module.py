@@ -142,12 +142,16 @@ class Sequential(Module):
         return x
 
 
-class CrossEntropyLoss(Module):
-    """Mean softmax cross-entropy of logits against integer targets (`nn.cross_entropy`)."""
+class _Loss(Module):
+    """A loss module: its reduction is its only setting."""
 
     def __init__(self, reduction: nn.Reduction = "mean") -> None:
         super().__init__()
         self.reduction: nn.Reduction = reduction
+
+
+class CrossEntropyLoss(_Loss):
+    """Mean softmax cross-entropy of logits against integer targets (`nn.cross_entropy`)."""
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         """The loss, as a 0-d tensor for ``reduction='mean'``."""
@@ -155,12 +159,8 @@ class CrossEntropyLoss(Module):
         return apply_op(lambda lg, t: nn.cross_entropy(lg, t, reduction=reduction), logits, targets)
 
 
-class MSELoss(Module):
+class MSELoss(_Loss):
     """Mean squared error (`nn.mse`)."""
-
-    def __init__(self, reduction: nn.Reduction = "mean") -> None:
-        super().__init__()
-        self.reduction: nn.Reduction = reduction
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         """The loss."""
