@@ -118,12 +118,3 @@ def unary(prim: Primitive, x: TensorLike, fn: Callable[[Any], Any], params: Any 
     """Run an element-wise op on one tensor and record it."""
     t = as_tensor(x, prim.name)
     return emit(prim, (t,), fn(t.data), params)
-
-
-def floating(t: Tensor, op: str) -> None:
-    """Raise unless ``t`` has a floating dtype (for ops only defined there)."""
-    if t.dtype.kind != "f":
-        raise TypeError(
-            f"`{op}`: expected a floating tensor, got dtype {t.dtype}; cast it first, "
-            "e.g. x.astype('float32')"
-        )

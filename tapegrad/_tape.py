@@ -60,16 +60,6 @@ def is_recording() -> bool:
     return bool(_ACTIVE.get())
 
 
-@contextmanager
-def pause_recording() -> Iterator[None]:
-    """Record nothing on any tape inside the block (used by custom rules)."""
-    token = _ACTIVE.set(())
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
-
-
 class Tape:
     """Records the ops run inside ``with Tape() as tape:`` for `gradient`.
 

@@ -37,10 +37,7 @@ def grad_enabled() -> bool:
 
 def watch(leaf: Tensor) -> None:
     """Start recording if needed, and remember ``leaf`` for ``backward()``."""
-    if _AMBIENT.tape is None:
-        tape = Tape()
-        tape.__enter__()
-        _AMBIENT.tape = tape
+    ensure_recording()
     _AMBIENT.leaves[id(leaf)] = leaf
 
 
