@@ -19,6 +19,7 @@ from . import _tree
 from ._anomaly import debug_nans as debug_nans
 from ._backend import cuda_available as cuda_available
 from ._custom_vjp import custom_vjp as custom_vjp
+from ._linalg import affine as affine
 from ._linalg import matmul as matmul
 from ._memory import retain_freed_memory as retain_freed_memory
 from ._math import abs as abs  # noqa: A004

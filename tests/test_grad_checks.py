@@ -190,6 +190,11 @@ CASES: dict[str, list[Case]] = {
         Case("min-all", lambda x: x.min() * x, (distinct(2, 3),)),
         Case("min-axis-keepdims", lambda x: tg.min(x, -1, keepdims=True) * x, (distinct(3, 4),)),
     ],
+    "affine": [
+        Case("matrix-bias", lambda x, w, b: tg.affine(x, w, b), (randn(3, 4), randn(4, 5), randn(5))),
+        Case("batched-bias", lambda x, w, b: tg.affine(x, w, b), (randn(2, 3, 4), randn(4, 5), randn(5))),
+        Case("vector-no-bias", lambda x, w: tg.affine(x, w), (randn(4), randn(4, 5))),
+    ],
     "matmul": [
         Case("matrix", lambda a, b: a @ b, (randn(3, 4), randn(4, 5))),
         Case("batched", lambda a, b: a @ b, (randn(2, 3, 4), randn(2, 4, 5))),

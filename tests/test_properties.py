@@ -246,6 +246,17 @@ def _matmul(d: Draw, dtype: DType) -> Example:
     return Example(tg.matmul, np.matmul, (_array(d, a_shape, dtype), _array(d, b_shape, dtype)))
 
 
+def _affine(d: Draw, dtype: DType) -> Example:
+    m, k, n = (d(st.integers(0, 3)) for _ in range(3))
+    batch = d(hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=2))
+    x_shape = d(st.sampled_from([(k,), (m, k), (*batch, m, k)]))
+    return Example(
+        tg.affine,
+        lambda x, w, b: np.matmul(x, w) + b,
+        (_array(d, x_shape, dtype), _array(d, (k, n), dtype), _array(d, (n,), dtype)),
+    )
+
+
 OPS: dict[str, Generator] = {
     "add": binary(tg.add, np.add),
     "sub": binary(tg.sub, np.subtract),
@@ -278,6 +289,7 @@ OPS: dict[str, Generator] = {
     "max": _extremum("max"),
     "min": _extremum("min"),
     "matmul": _matmul,
+    "affine": _affine,
 }
 NAMES = sorted(OPS)
 

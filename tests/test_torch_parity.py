@@ -230,6 +230,17 @@ def _softplus(t: Any) -> Any:
     return (t.exp() + 1.0).log()
 
 
+def _affine(d: Draw) -> Parity:
+    m, k, n = (d(st.integers(1, 4)) for _ in range(3))
+    batch = d(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
+    x_shape = d(st.sampled_from([(k,), (m, k), (*batch, m, k)]))
+    return Parity(
+        tg.affine,
+        lambda x, w, b: torch.nn.functional.linear(x, w.T, b),
+        [_array(d, x_shape), _array(d, (k, n)), _array(d, (n,))],
+    )
+
+
 OPS: dict[str, Callable[[Draw], Parity]] = {
     "add": binary(lambda a, b: a + b, lambda a, b: a + b),
     "sub": binary(lambda a, b: a - b, lambda a, b: a - b),
@@ -269,6 +280,7 @@ OPS: dict[str, Callable[[Draw], Parity]] = {
     "softmax": _softmax_family(tg.softmax, torch.softmax),
     "log_softmax": _softmax_family(tg.log_softmax, torch.log_softmax),
     "matmul": _matmul,
+    "affine": _affine,
 }
 
 

@@ -14,6 +14,7 @@ import attrs
 import numpy as np
 
 from .. import random
+from .._linalg import affine
 from .._tensor import Tensor
 from ._activations import gelu, relu
 
@@ -80,8 +81,7 @@ class Linear:
                 f"Linear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
                 f"but its last axis must have {self.in_features} features"
             )
-        y = x @ params.weight
-        return y if params.bias is None else y + params.bias
+        return affine(x, params.weight, params.bias)
 
 
 @attrs.frozen
