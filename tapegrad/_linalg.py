@@ -111,6 +111,24 @@ def affine(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) ->
     >>> tg.affine(tg.tensor([[1.0, 2.0]]), tg.tensor([[1.0], [1.0]]), tg.tensor([0.5]))
     Tensor([[3.5]], dtype=float32, device=cpu)
     """
+    if type(x) is Tensor and type(weight) is Tensor and (bias is None or type(bias) is Tensor):
+        xd, wd = x.data, weight.data
+        bd = None if bias is None else bias.data
+        # The common case (host arrays of one dtype that fit) skips the checks below.
+        if (
+            type(xd) is np.ndarray
+            and type(wd) is np.ndarray
+            and wd.ndim == 2
+            and xd.ndim >= 1
+            and xd.shape[-1] == wd.shape[0]
+            and xd.dtype == wd.dtype
+            and (bd is None or (type(bd) is np.ndarray and bd.dtype == wd.dtype and bd.shape == wd.shape[1:]))
+        ):
+            result = xd @ wd
+            if bd is None:
+                return emit(AFFINE, (x, weight), result)
+            result += bd
+            return emit(AFFINE, (x, weight, bias), result)  # type: ignore[arg-type]
     xt = as_tensor(x, "affine", "x")
     w = as_tensor(weight, "affine", "weight")
     if w.ndim != 2 or xt.ndim == 0:

@@ -76,7 +76,7 @@ class Linear:
         """``x @ weight + bias`` for ``x`` of shape ``(..., in_features)``."""
         if not isinstance(x, Tensor):
             raise TypeError(f"Linear.apply: x must be a Tensor, got {type(x).__name__}")
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
+        if x.data.ndim == 0 or x.data.shape[-1] != self.in_features:
             raise ValueError(
                 f"Linear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
                 f"but its last axis must have {self.in_features} features"
