@@ -15,7 +15,6 @@ Tensor([1.], dtype=float32, device=cpu)
 
 # _tensor first: it pulls in the op modules, which need `Tensor` defined.
 from ._tensor import Tensor as Tensor  # noqa: I001
-from . import _tree
 from ._anomaly import debug_nans as debug_nans
 from ._backend import cuda_available as cuda_available
 from ._custom_vjp import custom_vjp as custom_vjp
@@ -78,7 +77,6 @@ from ._shape import transpose as transpose
 from ._tape import Tape as Tape
 from ._tape import is_recording as is_recording
 from ._tape import stop_gradient as stop_gradient
-from ._tensor import Tensor as Tensor
 from ._tensor import TensorLike as TensorLike
 from ._tensor import tensor as tensor
 

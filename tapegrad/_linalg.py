@@ -29,6 +29,16 @@ def _mismatch(a: Tensor, b: Tensor) -> ValueError:
     return ValueError(f"`matmul`: shapes {a.shape} and {b.shape} do not align{hint}")
 
 
+def _promote(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The operands cast, on the tape, to their common dtype.
+
+    NumPy promotes mixed dtypes itself, but through a slow loop without BLAS
+    (40x slower for float32 @ float64), so products cast first.
+    """
+    common = np.result_type(*(t.dtype for t in tensors))
+    return tuple(cast(t, common) for t in tensors)
+
+
 def matmul(a: TensorLike, b: TensorLike) -> Tensor:
     """Matrix product with NumPy's rules: 1-D operands are vectors, leading axes batch."""
     if type(a) is Tensor and type(b) is Tensor:
@@ -47,11 +57,7 @@ def matmul(a: TensorLike, b: TensorLike) -> Tensor:
     if x.shape[-1] != y.shape[-2 if y.ndim > 1 else 0]:
         raise _mismatch(x, y)
     same_device("matmul", x.data, y.data)
-    if x.dtype != y.dtype:
-        # NumPy promotes mixed dtypes too, but through a slow loop without
-        # BLAS (40x slower for float32 @ float64); cast first, on the tape.
-        common = np.result_type(x.dtype, y.dtype)
-        x, y = cast(x, common), cast(y, common)
+    x, y = _promote(x, y)
     try:
         result = x.data @ y.data
     except ValueError:
@@ -142,16 +148,13 @@ def affine(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) ->
         raise ValueError(
             f"`affine`: bias has shape {b.shape}, expected ({w.shape[1]},) for a weight of shape {w.shape}"
         )
-    operands = (xt, w) if b is None else (xt, w, b)
+    operands = _promote(*((xt, w) if b is None else (xt, w, b)))
     same_device("affine", *(t.data for t in operands))
-    common = np.result_type(*(t.dtype for t in operands))
-    xt, w = cast(xt, common), cast(w, common)
-    result = xt.data @ w.data
-    if b is None:
-        return emit(AFFINE, (xt, w), result)
-    b = cast(b, common)
-    result += b.data  # the product is a fresh array that nothing else has seen
-    return emit(AFFINE, (xt, w, b), result)
+    result = operands[0].data @ operands[1].data
+    if len(operands) == 2:
+        return emit(AFFINE, operands, result)
+    result += operands[2].data  # the product is a fresh array that nothing else has seen
+    return emit(AFFINE, operands, result)
 
 
 def _matrix(shape: tuple[int, ...]) -> tuple[int, int]:

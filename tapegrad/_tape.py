@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _anomaly
 from ._anomaly import ANOMALY
+from ._backend import array_module
 from ._primitive import Primitive
 from ._tensor import Tensor, wrap
 from . import _tree as tree
@@ -287,8 +288,7 @@ def _seed(target: Any, output_gradients: Tensor | None) -> Tensor:
                 f"first (e.g. loss.sum() or loss.mean()), or pass output_gradients= with "
                 f"shape {target.shape}."
             )
-        xp = np if target.device == "cpu" else _backend_module(target)
-        return Tensor(xp.ones(target.shape, dtype=target.dtype))
+        return Tensor(array_module(target.data).ones(target.shape, dtype=target.dtype))
     if not isinstance(output_gradients, Tensor):
         raise TypeError(
             "Tape.gradient: output_gradients must be a Tensor, got "
@@ -307,12 +307,6 @@ def _seed(target: Any, output_gradients: Tensor | None) -> Tensor:
     if output_gradients.dtype != target.dtype:
         return output_gradients.astype(target.dtype)
     return output_gradients
-
-
-def _backend_module(t: Tensor) -> Any:
-    from ._backend import array_module
-
-    return array_module(t.data)
 
 
 def _fit(g: Tensor, x: Tensor, name: str) -> Tensor:
@@ -351,7 +345,7 @@ def _finish(
             if unconnected == "none":
                 out.append(None)
                 continue
-            xp = _backend_module(leaf)
+            xp = array_module(leaf.data)
             out.append(Tensor(xp.zeros(leaf.shape, dtype=leaf.dtype)))
             continue
         # Rules may pass one cotangent to several inputs, or return views;

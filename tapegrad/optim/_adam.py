@@ -15,7 +15,6 @@ from ._transform import (
     Params,
     Schedule,
     Transform,
-    Updates,
     chain,
     check_tensors,
     fraction,
