@@ -370,3 +370,7 @@ def test_adam_leaves_the_moments_of_a_parameter_without_grad_untouched() -> None
         v = 0.999 * v + 0.001 * g**2
         expected_b -= 0.1 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
     assert b.numpy().tolist() == pytest.approx([expected_b], rel=1e-12)
+    # The step count (a 0-d int64 array, so that a step can be traced) counted every step.
+    adam_state, scale_state = opt.state
+    for c in (adam_state.step, scale_state.count):
+        assert c.shape == () and c.dtype == np.int64 and int(c.item()) == 3

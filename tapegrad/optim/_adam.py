@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
+import numpy as np
 
 from .. import _tree
 from .._backend import array_module
-from .._tensor import Tensor
-from ._flat import flat_of, split_like, zeros_like_flat
+from .._tensor import Tensor, wrap
+from .._flat import flat_of, split_like, zeros_like_flat
 from ._schedule import as_schedule
 from ._transform import (
     Params,
@@ -25,11 +27,76 @@ from ._transform import (
 
 @attrs.frozen
 class AdamState:
-    """Adam's state: the step count and both moment estimates (pytrees like the params)."""
+    """Adam's state: the step count and both moment estimates (pytrees like the params).
 
-    step: int
+    ``step`` is a Tensor holding a 0-d int64 array, not a Python int, so that a
+    traced step (`tapegrad.replay`) takes it as data rather than as a constant.
+    """
+
+    step: Tensor
     m: Any
     v: Any
+
+
+def _zero_count(params: Params) -> Tensor:
+    """A step count of 0: a 0-d int64 array on the device of the first parameter.
+
+    The count is data, not a Python int, so that a traced step (`tapegrad.replay`)
+    takes it as an input; a Python int would be frozen into the trace as a constant.
+    """
+    tensors = [x for x in _tree.leaves(params) if isinstance(x, Tensor)]
+    xp = array_module(tensors[0].data) if tensors else np
+    return Tensor(xp.zeros((), dtype=np.int64))
+
+
+def _count_data(op: str, what: str, count: Any) -> Any:
+    """The array of a step count from init(), checked by type only: its value is never read."""
+    if not isinstance(count, Tensor):
+        raise TypeError(
+            f"`{op}`: the step count ({what}) must be a Tensor made by init(), got "
+            f"{type(count).__name__}"
+        )
+    return count.data
+
+
+def _next_count(count: Any) -> Tensor:
+    """``count + 1`` as a 0-d array, computed by NumPy alone (no ``int()``, no ``if``)."""
+    # `wrap` turns the NumPy scalar that arithmetic on a 0-d array returns back into an array.
+    return wrap(count + 1)
+
+
+def _in_dtype(value: Any, dtype: np.dtype[Any], negate: bool = False) -> Any:
+    """``value`` (or ``-value``) as a factor that keeps arrays of ``dtype`` in ``dtype``.
+
+    ``value`` is a Python int or float, a NumPy scalar or a 0-d array, possibly
+    traced (see `_rate`). A Python number is weakly typed under NEP 50, so
+    NumPy rounds it to the array's dtype itself: it is returned as it is. A
+    NumPy float64 scalar or 0-d array is strongly typed, and float32 updates
+    multiplied by it would come out float64; so it is rounded to ``dtype``
+    first, once, which gives the bits NumPy's rounding of the equal Python
+    float gives. ``astype``, unlike ``float()`` or ``np.asarray``, never asks
+    for the value, so a traced count stays data.
+    """
+    # `type() in`, not isinstance: np.float64 is a subclass of float, but strongly typed.
+    if type(value) in (int, float):
+        return -value if negate else value
+    rounded = value.astype(dtype)
+    return -rounded if negate else rounded
+
+
+def _in_each_dtype(value: Any, negate: bool = False) -> Callable[[np.dtype[Any]], Any]:
+    """`_in_dtype` of ``value`` for any dtype asked, computed once per dtype.
+
+    Leaf by leaf, most leaves share a dtype; on a GPU each rounding is a kernel launch.
+    """
+    rounded: dict[np.dtype[Any], Any] = {}
+
+    def in_dtype(dtype: np.dtype[Any]) -> Any:
+        if dtype not in rounded:
+            rounded[dtype] = _in_dtype(value, dtype, negate)
+        return rounded[dtype]
+
+    return in_dtype
 
 
 def _zeros_like(params: Params) -> Any:
@@ -41,13 +108,27 @@ def _zeros_like(params: Params) -> Any:
     return treedef.unflatten(Tensor(array_module(p.data).zeros_like(p.data)) for p in leaves)
 
 
+def _bias_corrections(
+    step: Any, b1: float, b2: float
+) -> tuple[Callable[[np.dtype[Any]], Any], Callable[[np.dtype[Any]], Any]]:
+    """``1 / (1 - b1**step)`` and ``1 / (1 - b2**step)`` for the 0-d array ``step``, by dtype.
+
+    NumPy computes them in float64 from the array, as Python did from an int
+    step, and each is then rounded once to the dtype asked for.
+    """
+    return _in_each_dtype(1.0 / (1.0 - b1**step)), _in_each_dtype(1.0 / (1.0 - b2**step))
+
+
 def _adam_arrays(
-    g: Any, m: Any, v: Any, b1: float, b2: float, eps: float, step: int
+    g: Any, m: Any, v: Any, b1: float, b2: float, eps: float, m_scale: Any, v_scale: Any
 ) -> tuple[Any, Any, Any]:
     """New moments and Adam's direction, in fresh arrays, with as few passes as we can.
 
     ``m + (1 - b1)(g - m)`` is the seed's ``b1 m + (1 - b1) g`` rearranged to
     need no temporary; the division by ``sqrt(v_hat) + eps`` is the seed's.
+    ``m_scale`` and ``v_scale`` are the bias corrections of `_bias_corrections`,
+    already in the arrays' dtype. The arrays must have at least one dimension: on 0-d arrays NumPy returns
+    scalars, which ``out=`` cannot take.
     """
     xp = array_module(g)
     m2 = g - m
@@ -57,11 +138,11 @@ def _adam_arrays(
     v2 -= v
     v2 *= 1.0 - b2
     v2 += v
-    direction = v2 * (1.0 / (1.0 - b2**step))
+    direction = v2 * v_scale
     xp.sqrt(direction, out=direction)
     direction += eps
     xp.divide(m2, direction, out=direction)
-    direction *= 1.0 / (1.0 - b1**step)
+    direction *= m_scale
     return m2, v2, direction
 
 
@@ -76,7 +157,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Tran
     eps = positive("scale_by_adam", "eps", eps)
 
     def init(params: Params) -> AdamState:
-        return AdamState(0, _zeros_like(params), _zeros_like(params))
+        return AdamState(_zero_count(params), _zeros_like(params), _zeros_like(params))
 
     def update_leaves(
         grads: list[Tensor], state: AdamState, params: Params, treedef: _tree.TreeDef
@@ -86,18 +167,26 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Tran
         check_tensors("adam", "gradients", grads)
         ms = leaves_matching("adam", "first moments (state.m)", state.m, treedef, grads)
         vs = leaves_matching("adam", "second moments (state.v)", state.v, treedef, grads)
-        step = state.step + 1
+        step = _next_count(_count_data("adam", "state.step", state.step))
+        m_scale, v_scale = _bias_corrections(step.data, b1, b2)
         flat_g = flat_of(grads)
         if flat_g is not None and flat_g.dtype == ms[0].dtype == vs[0].dtype:
-            m2, v2, d = _adam_arrays(flat_g, flat_of(ms), flat_of(vs), b1, b2, eps, step)
+            dtype = flat_g.dtype
+            m2, v2, d = _adam_arrays(
+                flat_g, flat_of(ms), flat_of(vs), b1, b2, eps, m_scale(dtype), v_scale(dtype)
+            )
             new_m, new_v, out = split_like(m2, grads), split_like(v2, grads), split_like(d, grads)
         else:  # mixed dtypes or devices: leaf by leaf
             new_m, new_v, out = [], [], []
             for g, m, v in zip(grads, ms, vs):
-                m2, v2, d = _adam_arrays(g.data, m.data, v.data, b1, b2, eps, step)
-                new_m.append(Tensor(m2))
-                new_v.append(Tensor(v2))
-                out.append(Tensor(d))
+                # Flattened (a view), so that a 0-d leaf is still an array to write into.
+                m2, v2, d = _adam_arrays(
+                    g.data.reshape(-1), m.data.reshape(-1), v.data.reshape(-1),
+                    b1, b2, eps, m_scale(g.dtype), v_scale(g.dtype),
+                )
+                new_m.append(Tensor(m2.reshape(g.shape)))
+                new_v.append(Tensor(v2.reshape(g.shape)))
+                out.append(Tensor(d.reshape(g.shape)))
         return out, AdamState(step, treedef.unflatten(new_m), treedef.unflatten(new_v))
 
     return Transform(init, update_leaves)
@@ -105,28 +194,47 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Tran
 
 @attrs.frozen
 class ScaleState:
-    """The step count, for learning-rate schedules."""
+    """The step count, for learning-rate schedules: a Tensor holding a 0-d int64 array."""
 
-    count: int
+    count: Tensor
+
+
+def _rate(schedule: Schedule, count: Any) -> Any:
+    """The schedule's rate at ``count``, as it returned it (never converted with ``float()``)."""
+    rate = schedule(count)
+    # A schedule written with tapegrad's own ops returns a Tensor; NumPy wants its array.
+    if isinstance(rate, Tensor):
+        return rate.data
+    if type(rate) not in (int, float) and not hasattr(rate, "astype"):
+        raise TypeError(
+            "`scale_by_learning_rate`: a schedule must return a Python number, a NumPy scalar, "
+            f"a 0-d array or a 0-d Tensor, got {type(rate).__name__}"
+        )
+    return rate
 
 
 def scale_by_learning_rate(lr: float | Schedule) -> Transform[ScaleState]:
-    """Multiply updates by ``-lr`` (a number or a schedule of the step count)."""
+    """Multiply updates by ``-lr`` (a number or a schedule of the step count).
+
+    A schedule is called with the count as a 0-d integer array; it may return
+    a Python float, a NumPy scalar or a 0-d array.
+    """
     schedule = as_schedule("scale_by_learning_rate", lr)
 
     def init(params: Params) -> ScaleState:
-        return ScaleState(0)
+        return ScaleState(_zero_count(params))
 
     def update_leaves(
         leaves: list[Tensor], state: ScaleState, params: Params, treedef: _tree.TreeDef
     ) -> tuple[list[Tensor], ScaleState]:
-        factor = -float(schedule(state.count))
+        count = _count_data("scale_by_learning_rate", "state.count", state.count)
+        factor = _in_each_dtype(_rate(schedule, count), negate=True)
         flat = flat_of(leaves)
         if flat is not None:
-            scaled = split_like(flat * factor, leaves)
+            scaled = split_like(flat * factor(flat.dtype), leaves)
         else:
-            scaled = [Tensor(u.data * factor) for u in leaves]
-        return scaled, ScaleState(state.count + 1)
+            scaled = [wrap(u.data * factor(u.dtype)) for u in leaves]
+        return scaled, ScaleState(_next_count(count))
 
     return Transform(init, update_leaves)
 

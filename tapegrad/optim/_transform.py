@@ -4,9 +4,12 @@ A transformation maps updates (at first, the gradients) to new updates and
 returns its new state; it never mutates. Updates and states are pytrees with
 the structure of the parameters. Internally a transformation works on the
 flattened leaves (`Transform.update_leaves`), so that a chain and an
-optimizer flatten the gradients once per step rather than once per stage. Work is done on the raw arrays with Python
-float constants: optimizer steps are never differentiated, and a NumPy
-float64 scalar would push float32 parameters through float64 loops (NEP 50).
+optimizer flatten the gradients once per step rather than once per stage.
+Work is done on the raw arrays with Python float constants: optimizer steps
+are never differentiated, and a NumPy float64 scalar would push float32
+parameters through float64 loops (NEP 50). Factors that depend on the step
+count (Adam's bias corrections, a scheduled learning rate) are NumPy values,
+because the count is an array; they are rounded to the updates' dtype first.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import attrs
 
 from .. import _tree
 from .._tensor import Tensor
-from ._flat import flat_of, split_like
+from .._flat import flat_of, split_like
+from ._schedule import Schedule as Schedule
 
 Params: TypeAlias = Any
 Updates: TypeAlias = Any
 OptState: TypeAlias = Any
-Schedule: TypeAlias = Callable[[int], float]
 S = TypeVar("S")
 
 

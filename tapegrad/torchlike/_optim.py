@@ -55,6 +55,8 @@ def _keep_state_of(skipped: list[int], old: Any, new: Any) -> Any:
     without a gradient keeps its moments (the step count stays global, as the
     seed's). The state was made by ``init`` for the parameter list, so the
     entries of parameter ``i`` are the tensor leaves whose key path ends in ``[i]``.
+    The step counts are tensor leaves too (0-d arrays), but their paths end in
+    ``.step`` or ``.count``, so they always take the new value.
     """
     paths, old_leaves, treedef = _tree.flatten_with_paths(old)
     new_leaves = _tree.leaves(new)
