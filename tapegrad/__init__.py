@@ -74,11 +74,15 @@ from ._shape import squeeze as squeeze
 from ._shape import stack as stack
 from ._shape import swapaxes as swapaxes
 from ._shape import transpose as transpose
+from ._replay import Replayed as Replayed
+from ._replay import replay as replay
 from ._tape import Tape as Tape
 from ._tape import is_recording as is_recording
 from ._tape import stop_gradient as stop_gradient
 from ._tensor import TensorLike as TensorLike
 from ._tensor import tensor as tensor
+from ._traced import ReplayConstantWarning as ReplayConstantWarning
+from ._traced import ReplayError as ReplayError
 
 
 # The layers above the core; the core itself never imports them.

@@ -13,6 +13,8 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 from numpy.typing import NDArray
 
+from ._traced import Traced
+
 #: An array on either device. CuPy arrays duck-type as NumPy arrays for every
 #: method the engine calls, so the type checker sees one array type.
 Array: TypeAlias = NDArray[Any]
@@ -60,14 +62,19 @@ def default_device() -> Device:
     return check_device(os.environ.get("TAPEGRAD_DEVICE", "cpu"))
 
 
+# What NumPy computes with: its arrays and scalars, and a traced host array
+# (see `replay`), which dispatches every NumPy call it meets to the trace.
+_HOST_TYPES = (np.ndarray, np.generic, Traced)
+
+
 def device_of(array: Any) -> Device:
     """The device an array lives on."""
-    return "cpu" if isinstance(array, (np.ndarray, np.generic)) else "cuda"
+    return "cpu" if isinstance(array, _HOST_TYPES) else "cuda"
 
 
 def array_module(array: Any) -> ModuleType:
     """``numpy`` or ``cupy``, whichever owns ``array``."""
-    return np if isinstance(array, (np.ndarray, np.generic)) else cupy_module()
+    return np if isinstance(array, _HOST_TYPES) else cupy_module()
 
 
 def module_for(device: Device) -> ModuleType:

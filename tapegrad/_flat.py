@@ -17,20 +17,49 @@ from typing import Any
 
 import numpy as np
 
-from .._tensor import Tensor
+from ._tensor import Tensor
+from ._traced import Traced
 
-# For each flat buffer we split, weak references to it and to the views we
-# made of it, in order. A leaf list whose arrays are exactly those views (an
-# identity check, so it cannot be fooled by other views of the same memory)
-# is that buffer. Entries go when the buffer dies.
-_LAYOUTS: dict[int, tuple[weakref.ref[np.ndarray], tuple[weakref.ref[np.ndarray], ...]]] = {}
+# Host arrays, and traced ones (see `tapegrad.replay`), which record the same calls.
+_HOST_ARRAYS = (np.ndarray, Traced)
+
+# For each flat buffer we split: a weak reference to it, weak references to
+# the views we made of it, in order, and the views' shapes. A leaf list whose
+# arrays are exactly those views (an identity check, so it cannot be fooled by
+# other views of the same memory) is that buffer. Entries go when the buffer dies.
+Layout = tuple[tuple[int, ...], ...]
+_LAYOUTS: dict[int, tuple[weakref.ref[Any], tuple[weakref.ref[Any], ...], Layout]] = {}
 
 
 def _forget(key: int) -> Any:
     return lambda _: _LAYOUTS.pop(key, None)
 
 
-def flat_of(leaves: Sequence[Tensor]) -> np.ndarray | None:
+def _register(flat: Any, views: tuple[Any, ...], layout: Layout) -> None:
+    key = id(flat)
+    _LAYOUTS[key] = (weakref.ref(flat, _forget(key)), tuple(weakref.ref(v) for v in views), layout)
+
+
+def flat_run(arrays: Sequence[Any], start: int) -> tuple[Any, Layout] | None:
+    """The buffer whose views, in order, begin ``arrays[start:]``, and their shapes.
+
+    `tapegrad.replay` passes such a buffer to a replay instead of its views,
+    so that the replay need not concatenate them again.
+    """
+    base = arrays[start].base
+    entry = _LAYOUTS.get(id(base)) if base is not None else None
+    if entry is None or entry[0]() is not base:
+        return None
+    refs = entry[1]
+    if start + len(refs) > len(arrays):
+        return None
+    for k, ref in enumerate(refs):
+        if ref() is not arrays[start + k]:
+            return None
+    return base, entry[2]
+
+
+def flat_of(leaves: Sequence[Tensor]) -> Any:
     """The leaves' values as one flat array, or ``None`` if they can't share one.
 
     Leaves can share one buffer when they are all host arrays of one dtype.
@@ -38,11 +67,11 @@ def flat_of(leaves: Sequence[Tensor]) -> np.ndarray | None:
     if not leaves:
         return None
     first = leaves[0].data
-    if type(first) is not np.ndarray:
+    if type(first) not in _HOST_ARRAYS:
         return None
     dtype = first.dtype
     for leaf in leaves:
-        if type(leaf.data) is not np.ndarray or leaf.data.dtype != dtype:
+        if type(leaf.data) not in _HOST_ARRAYS or leaf.data.dtype != dtype:
             return None
     base = first.base
     entry = _LAYOUTS.get(id(base)) if base is not None else None
@@ -55,21 +84,34 @@ def flat_of(leaves: Sequence[Tensor]) -> np.ndarray | None:
     return np.concatenate([leaf.data.reshape(-1) for leaf in leaves])
 
 
-def split_like(flat: np.ndarray, leaves: Sequence[Tensor]) -> list[Tensor]:
+def split_like(flat: Any, leaves: Sequence[Tensor]) -> list[Tensor]:
     """Views of ``flat`` with the shapes of ``leaves``, in order."""
-    out = []
+    return [Tensor(v) for v in split(flat, tuple(leaf.data.shape for leaf in leaves))]
+
+
+def split(flat: Any, layout: Layout) -> list[Any]:
+    """Views of ``flat`` with the shapes in ``layout``, in order, registered as its layout."""
     views = []
     start = 0
-    for leaf in leaves:
-        d = leaf.data
-        stop = start + d.size
-        view = flat[start:stop].reshape(d.shape)
-        views.append(weakref.ref(view))
-        out.append(Tensor(view))
+    for shape in layout:
+        stop = start + _size(shape)
+        views.append(flat[start:stop].reshape(shape))
         start = stop
-    key = id(flat)
-    _LAYOUTS[key] = (weakref.ref(flat, _forget(key)), tuple(views))
-    return out
+    _register(flat, tuple(views), layout)
+    if type(flat) is Traced:
+        # A replay must register its own buffers too, so that the next call
+        # (replayed or not) finds them as one buffer rather than concatenating.
+        flat.recording.record(
+            "call", _register, (flat, tuple(views), layout), {}, lambda a, k: _register(*a)
+        )
+    return views
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def zeros_like_flat(leaves: Sequence[Tensor]) -> list[Tensor] | None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 import numpy as np
 
+from ._traced import Traced, traced_asarray
 from ._backend import (
     Array,
     Device,
@@ -308,8 +309,11 @@ def tensor(obj: Any, dtype: DTypeLike | None = None, device: str | None = None) 
 
 def wrap(array: Any) -> Tensor:
     """Wrap an op's raw result, turning NumPy scalars back into 0-d arrays."""
-    if type(array) is not np.ndarray and isinstance(array, np.generic | int | float | bool):
-        array = np.asarray(array)
+    if type(array) is not np.ndarray:
+        if isinstance(array, np.generic | int | float | bool):
+            array = np.asarray(array)
+        elif type(array) is Traced:
+            array = traced_asarray(array)
     return Tensor(array)
 
 

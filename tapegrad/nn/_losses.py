@@ -10,7 +10,8 @@ from .._backend import array_module
 from .._custom_vjp import custom_vjp
 from .._reduce import log_softmax, softmax
 from .._tape import is_recording
-from .._tensor import Tensor
+from .._tensor import Tensor, wrap
+from .._traced import concrete
 
 Reduction: TypeAlias = Literal["mean", "sum", "none"]
 _REDUCTIONS = ("mean", "sum", "none")
@@ -45,15 +46,16 @@ def _check_cross_entropy_args(logits: Any, labels: Any, reduction: str) -> None:
             f"`cross_entropy`: labels have shape {labels.shape} but logits have shape "
             f"{logits.shape}; expected labels of shape ({logits.shape[0]},), one class per row"
         )
-    if labels.size:
-        lo, hi = int(labels.data.min()), int(labels.data.max())
-        classes = logits.shape[1]
-        if lo < 0 or hi >= classes:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"`cross_entropy`: label {bad} is outside [0, {classes}) for logits with "
-                f"{classes} classes"
-            )
+    classes = logits.shape[1]
+    # Truth tests, not int(): under `replay` a truth test becomes a guard,
+    # while reading the value out would stop the trace.
+    if labels.size and ((labels.data.min() < 0) or (labels.data.max() >= classes)):
+        lo, hi = int(concrete(labels.data).min()), int(concrete(labels.data).max())
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"`cross_entropy`: label {bad} is outside [0, {classes}) for logits with "
+            f"{classes} classes"
+        )
 
 
 def _reduce(per_example: Any, reduction: str) -> Any:
@@ -83,7 +85,7 @@ def _cross_entropy_fwd(
     with np.errstate(divide="ignore", invalid="ignore"):
         per_example = xp.log(s[:, 0]) - shifted[rows, labels.data]
         probs = e / s
-    return Tensor(xp.asarray(_reduce(per_example, reduction))), (logits, labels, probs, reduction)
+    return wrap(_reduce(per_example, reduction)), (logits, labels, probs, reduction)
 
 
 def _cross_entropy_primal(logits: Tensor, labels: Tensor, reduction: Reduction = "mean") -> Tensor:

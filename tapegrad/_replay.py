@@ -1,0 +1,251 @@
+"""`replay`: run a function once, record its NumPy calls, and replay them.
+
+A training step of a small model spends most of its time in Python: the
+tape, the op dispatch, the tree walks, the optimizer's bookkeeping. None of
+that depends on the values, only on the shapes. So, as `jax.jit` and CUDA
+graphs do, `replay` traces the function the first time it sees a new
+signature (the structure of the arguments, each array's shape, dtype and
+strides, and the value of every non-array leaf) and afterwards runs the
+recorded NumPy calls directly, as one generated function.
+
+The trace runs the real code on the real values, so its result is the eager
+result. What a recording cannot repeat faithfully is refused with a
+`ReplayError` rather than frozen into the replay (see `_traced`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, ParamSpec, TypeVar, cast
+
+import attrs
+import numpy as np
+
+from . import _tree
+from ._flat import Layout, flat_run, split
+from ._replay_codegen import GuardFailed, compile_recording
+from ._tape import _ACTIVE
+from ._tensor import Tensor
+from ._traced import Const, Recording, ReplayError, Ref, Template, Traced
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@attrs.frozen
+class _Entry:
+    run: Callable[..., tuple[Any, ...]]
+    outputs: _tree.TreeDef
+    writes_inputs: bool
+    source: str
+
+
+class Replayed(Generic[P, R]):
+    """A function that replays its recorded NumPy calls; made by `replay`."""
+
+    def __init__(self, fn: Callable[P, R]) -> None:
+        self._fn = fn
+        self._cache: dict[Hashable, _Entry] = {}
+        self.traces = 0
+        self.replays = 0
+        self.eager_calls = 0
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if _ACTIVE.get():
+            raise ReplayError(
+                "replay: a replayed function was called while a Tape is recording; a replay "
+                "records nothing on it, so its gradients would be lost. Call it outside the "
+                "tape, or open the tape inside the replayed function."
+            )
+        leaves, treedef = _tree.flatten((args, kwargs))
+        arrays: list[Any] = []
+        signature: list[Hashable] = [treedef]
+        flat_runs: dict[int, Layout] = {}
+        # The same tensor (or array) passed twice is one input, as tied
+        # weights must be: which leaves repeat is part of the signature.
+        first_seen: dict[int, int] = {}
+        datas = [leaf.data if type(leaf) is Tensor else leaf for leaf in leaves]
+        i, n = 0, len(leaves)
+        while i < n:
+            leaf, data = leaves[i], datas[i]
+            if type(data) is np.ndarray:
+                seen = first_seen.setdefault(id(leaf), i)
+                if seen != i:
+                    signature.append(seen)
+                    i += 1
+                    continue
+                # Views of one buffer (an optimizer's output) go in as that
+                # buffer, so the replay does not concatenate them again.
+                run = flat_run(datas, i) if data.base is not None else None
+                if run is not None and all(id(x) not in first_seen for x in leaves[i + 1:i + len(run[1])]):
+                    base, layout = run
+                    arrays.append(base)
+                    signature.append((layout, base.dtype, base.strides))
+                    flat_runs[i] = layout
+                    for k in range(i + 1, i + len(layout)):
+                        first_seen[id(leaves[k])] = k
+                    i += len(layout)
+                    continue
+                arrays.append(data)
+                signature.append((data.shape, data.dtype, data.strides))
+            elif type(data) is Traced:  # called inside another trace: be part of it
+                return self._fn(*args, **kwargs)
+            elif isinstance(leaf, Tensor):  # a device array: nothing to replay on the host
+                self.eager_calls += 1
+                return self._fn(*args, **kwargs)
+            else:
+                signature.append(_static_key(leaf))
+            i += 1
+        key = tuple(signature)
+        entry = self._cache.get(key)
+        if entry is None:
+            result, self._cache[key] = self._trace(leaves, treedef, flat_runs)
+            return result
+        try:
+            outs = entry.run(*arrays)
+        except GuardFailed:
+            if entry.writes_inputs:
+                raise ReplayError(
+                    "replay: the function took a different branch than when it was traced, "
+                    "after writing into its arguments in place, so it cannot be rerun eagerly; "
+                    "avoid in-place writes to arguments in a replayed function"
+                ) from None
+            self.eager_calls += 1
+            return self._fn(*args, **kwargs)
+        self.replays += 1
+        return entry.outputs.unflatten(outs)  # type: ignore[no-any-return]
+
+    def _trace(
+        self, leaves: list[Any], treedef: _tree.TreeDef, flat_runs: dict[int, Layout]
+    ) -> tuple[R, _Entry]:
+        recording = Recording()
+        traced_leaves: list[Any] = []
+        stand_ins: dict[int, Any] = {}  # id(leaf) -> its traced stand-in, one per object
+        for i, leaf in enumerate(leaves):
+            if id(leaf) in stand_ins:
+                traced_leaves.append(stand_ins[id(leaf)])
+                continue
+            data = leaf.data if type(leaf) is Tensor else leaf
+            if i in flat_runs:  # one input for the whole buffer, and views of it
+                layout = flat_runs[i]
+                views = split(recording.add_input(data.base), layout)
+                for leaf_k, view in zip(leaves[i:i + len(layout)], views):
+                    stand_ins[id(leaf_k)] = Tensor(view) if type(leaf_k) is Tensor else view
+            elif type(data) is np.ndarray:
+                traced = recording.add_input(data)
+                stand_ins[id(leaf)] = Tensor(cast(Any, traced)) if type(leaf) is Tensor else traced
+            else:
+                traced_leaves.append(leaf)
+                continue
+            traced_leaves.append(stand_ins[id(leaf)])
+        args, kwargs = treedef.unflatten(traced_leaves)
+        result = self._fn(*args, **kwargs)
+        out_leaves, out_def = _tree.flatten(result)
+        outputs = [_output(recording, leaf) for leaf in out_leaves]
+        run, source = compile_recording(recording, outputs, _function_name(self._fn))
+        entry = _Entry(run, out_def, recording.writes_inputs, source)
+        self.traces += 1
+        values = [_value(recording, template, wrapper) for template, wrapper in outputs]
+        recording.release()
+        return out_def.unflatten(values), entry
+
+    @property
+    def cache_size(self) -> int:
+        """How many signatures have a recorded replay."""
+        return len(self._cache)
+
+    def sources(self) -> list[str]:
+        """The generated source of each recorded replay (for debugging and profiling)."""
+        return [entry.source for entry in self._cache.values()]
+
+    def clear(self) -> None:
+        """Forget every recording; the next call traces again."""
+        self._cache.clear()
+
+
+def replay(fn: Callable[P, R]) -> Replayed[P, R]:
+    """Trace ``fn`` on its first call per signature, then replay its NumPy calls.
+
+    A signature is the structure of the arguments (any pytree), the shape,
+    dtype and strides of each host array, and the value of every other leaf
+    (those are static, as in ``jax.jit``: a Python number that changes every
+    call retraces every call; keep counters in arrays). The function must be
+    pure: it sees the world through its arguments, and arrays it reads from
+    elsewhere are frozen into the replay (large ones warn with
+    `ReplayConstantWarning`). Branching on a value is allowed: the replay
+    checks the branch and runs the function eagerly when it differs. Turning
+    a value into a Python number (``float(x)``, ``x.item()``) raises
+    `ReplayError`; return the tensor instead and convert it outside.
+
+    CuPy arrays are passed straight to ``fn``, eagerly: the replay is of
+    host NumPy calls.
+
+    >>> import tapegrad as tg
+    >>> @tg.replay
+    ... def step(w, x):
+    ...     with tg.Tape() as tape:
+    ...         loss = ((x @ w) ** 2).sum()
+    ...     return w - 0.1 * tape.gradient(loss, w), loss
+    >>> w, x = tg.tensor([1.0, -1.0]), tg.tensor([[1.0, 2.0]])
+    >>> w, loss = step(w, x)  # traced
+    >>> w, loss = step(w, x)  # replayed
+    >>> w, float(loss.item()), step.traces, step.replays
+    (Tensor([ 1.2, -0.6], dtype=float32, device=cpu), 0.0, 1, 1)
+    """
+    return Replayed(fn)
+
+
+def _static_key(leaf: Any) -> Hashable:
+    if isinstance(leaf, Traced):
+        raise ReplayError("replay: a replayed function was called with a traced value from another trace")
+    try:
+        hash(leaf)
+    except TypeError:
+        raise ReplayError(
+            f"replay: an argument leaf of type {type(leaf).__name__} is neither an array nor "
+            "hashable, so it cannot be part of the replay's signature; pass arrays as Tensors "
+            "and other settings as hashable values"
+        ) from None
+    if type(leaf) is float:  # -0.0 == 0.0 and nan != nan, but neither replays as the other
+        return (float, leaf.hex())
+    if type(leaf) is complex:
+        return (complex, leaf.real.hex(), leaf.imag.hex())
+    return (type(leaf), leaf)
+
+
+def _output(recording: Recording, leaf: Any) -> tuple[Template, Any]:
+    """How the replay produces one output leaf: a template, and the wrapper to apply."""
+    if type(leaf) is Tensor:
+        data: Any = leaf.data
+        if type(data) is Traced:
+            return Ref(data.slot), Tensor
+        return Const(data), Tensor
+    if type(leaf) is Traced:
+        return Ref(leaf.slot), None
+    if leaf is None or isinstance(leaf, bool | int | float | complex | str):
+        return Const(leaf), None
+    if isinstance(leaf, np.ndarray):
+        raise ReplayError(
+            "replay: the function returned a NumPy array that was not computed from its "
+            "arguments (for example np.zeros(...)); every replay would return that same "
+            "mutable array. Wrap it in a Tensor, or compute it from an argument (np.zeros_like(x))"
+        )
+    # Any other object might hold traced values inside (a wrapper class, a
+    # closure): freezing it would hand later calls the trace's values.
+    raise ReplayError(
+        f"replay: the function returned a {type(leaf).__name__} leaf, which a replay cannot "
+        "rebuild; return Tensors, arrays computed from the arguments and Python scalars, in "
+        "lists, tuples, dicts or registered pytree classes"
+    )
+
+
+def _value(recording: Recording, template: Template, wrapper: Any) -> Any:
+    value = recording.values[template.slot] if isinstance(template, Ref) else template.value  # type: ignore[union-attr]
+    return value if wrapper is None else wrapper(value)
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__name__", "") or "fn"
+    return "replay_" + "".join(c if c.isalnum() or c == "_" else "_" for c in name)

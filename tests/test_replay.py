@@ -1,0 +1,805 @@
+"""`tapegrad.replay`: trace once per signature, then replay the recorded NumPy calls.
+
+A replay must be indistinguishable from the eager run: the same bits in every
+parameter, moment and loss of a training step, the same results for every
+output structure, the same exceptions with the same messages. Signatures must
+retrace when a shape, dtype, stride or static value changes; guards must fall
+back to the eager function when a branch flips; what cannot replay faithfully
+must be refused with a pinned `ReplayError`. The generated function must free
+its intermediates and drop dead code.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import tracemalloc
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+from tapegrad import Tensor, nn, optim
+
+Array = np.ndarray[Any, Any]
+Step = Callable[[Any, Any, Tensor, Tensor], tuple[Any, Any, Tensor]]
+
+SIZES = (784, 128, 64, 10)
+BATCH = 32
+STEPS = 20
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def exact(message: str) -> str:
+    """A `pytest.raises` pattern matching exactly ``message``, start to end."""
+    return "^" + re.escape(message) + "$"
+
+
+def escape_message(what: str) -> str:
+    """The full text of the `ReplayError` for a value leaving the trace (``_traced._escape``)."""
+    return (
+        f"replay: {what} inside a replayed function: the value would be frozen into the "
+        "replay. Do it outside the replayed function (return the array and convert it there), "
+        "or run this function without replay."
+    )
+
+
+OUT_MESSAGE = (
+    "replay: an operation writes its result into an array that was created "
+    "without the function's traced arguments (for example by np.empty(shape)), "
+    "so a replay would overwrite the same memory every call; allocate it with "
+    "np.empty_like(x) from a traced array instead"
+)
+WRITES_INPUTS_MESSAGE = (
+    "replay: the function took a different branch than when it was traced, "
+    "after writing into its arguments in place, so it cannot be rerun eagerly; "
+    "avoid in-place writes to arguments in a replayed function"
+)
+TAPE_MESSAGE = (
+    "replay: a replayed function was called while a Tape is recording; a replay "
+    "records nothing on it, so its gradients would be lost. Call it outside the "
+    "tape, or open the tape inside the replayed function."
+)
+
+
+def label_message(bad: int, classes: int) -> str:
+    """`_check_cross_entropy_args`'s message for an out-of-range label."""
+    return (
+        f"`cross_entropy`: label {bad} is outside [0, {classes}) for logits with "
+        f"{classes} classes"
+    )
+
+
+def constant_warning(shape: tuple[int, ...]) -> str:
+    """`ReplayConstantWarning`'s message for a frozen array of ``shape``."""
+    return (
+        f"replay: the function reads an array of shape {shape} that is not one of its "
+        "arguments; it is frozen into the replay as a constant. If it changes between "
+        "calls, pass it as an argument instead."
+    )
+
+
+def assert_same(actual: Any, expected: Any) -> None:
+    """Same pytree structure; every array leaf bitwise equal with the same dtype and shape."""
+    assert tg.tree.structure(actual) == tg.tree.structure(expected)
+    for a, e in zip(tg.tree.leaves(actual), tg.tree.leaves(expected)):
+        assert type(a) is type(e)
+        if isinstance(e, Tensor | np.ndarray | np.generic):
+            a_np = a.numpy() if isinstance(a, Tensor) else np.asarray(a)
+            e_np = e.numpy() if isinstance(e, Tensor) else np.asarray(e)
+            assert a_np.dtype == e_np.dtype and a_np.shape == e_np.shape
+            assert np.array_equal(a_np, e_np, equal_nan=True)
+            # Bitwise, not just equal: -0.0 and 0.0, and nan payloads, differ here.
+            assert a_np.tobytes() == e_np.tobytes()
+        else:
+            assert a == e
+
+
+def fresh_arrays(tree: Any) -> Iterator[Array]:
+    """The raw arrays of every Tensor or ndarray leaf."""
+    for leaf in tg.tree.leaves(tree):
+        if isinstance(leaf, Tensor):
+            yield leaf.data
+        elif isinstance(leaf, np.ndarray):
+            yield leaf
+
+
+def batches(n: int, batch: int = BATCH, seed: int = 7) -> list[tuple[Tensor, Tensor]]:
+    """``n`` different pixel-like float32 batches and their labels."""
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            tg.tensor(rng.random((batch, SIZES[0]), dtype=np.float32)),
+            tg.tensor(rng.integers(0, SIZES[-1], batch)),
+        )
+        for _ in range(n)
+    ]
+
+
+DATA = batches(STEPS)
+
+
+def make_step(model: nn.Sequential, opt: optim.Optimizer, reduction: nn.Reduction = "mean") -> Step:
+    """The functional training step of the seed's MLP."""
+
+    def step(params: Any, state: Any, x: Tensor, y: Tensor) -> tuple[Any, Any, Tensor]:
+        with tg.Tape() as tape:
+            loss = nn.cross_entropy(model.apply(params, x), y, reduction=reduction)
+        grads = tape.gradient(loss, params)
+        params, state = opt.update(grads, state, params)
+        return params, state, loss
+
+    return step
+
+
+def make_plain_sgd_step(model: nn.Sequential, lr: float = 0.05) -> Step:
+    """A training step with no step counter at all: SGD written with `tg.tree.map`."""
+
+    def step(params: Any, state: Any, x: Tensor, y: Tensor) -> tuple[Any, Any, Tensor]:
+        with tg.Tape() as tape:
+            loss = nn.cross_entropy(model.apply(params, x), y)
+        grads = tape.gradient(loss, params)
+        return tg.tree.map(lambda p, g: p - lr * g, params, grads), state, loss
+
+    return step
+
+
+def scale_without_state(factor: float) -> optim.Transform[None]:
+    """A stateless transformation (``updates * factor``), for chains with no counter."""
+
+    def init(params: Any) -> None:
+        return None
+
+    def update(updates: Any, state: None, params: Any) -> tuple[Any, None]:
+        return tg.tree.map(lambda u: u * factor, updates), None
+
+    return optim.Transform.from_tree_update(init, update)
+
+
+def run(step: Step, params: Any, state: Any, data: list[tuple[Tensor, Tensor]]) -> tuple[Any, Any, list[Tensor]]:
+    """``step`` over every batch of ``data``; the final params and state, and every loss."""
+    losses = []
+    for x, y in data:
+        params, state, loss = step(params, state, x, y)
+        losses.append(loss)
+    return params, state, losses
+
+
+# ---- 1. a full training step replays bit for bit ------------------------------------------------
+
+TRAINING_CASES: dict[str, tuple[Callable[[], nn.Sequential], Callable[[], optim.Optimizer], nn.Reduction]] = {
+    "adam": (lambda: nn.MLP(SIZES), lambda: optim.adam(1e-3), "mean"),
+    "adam-sum": (lambda: nn.MLP(SIZES), lambda: optim.adam(1e-3), "sum"),
+    "adam-gelu": (lambda: nn.MLP(SIZES, activation=nn.GELU), lambda: optim.adam(1e-3), "mean"),
+    "adam-float64": (lambda: nn.MLP(SIZES, dtype="float64"), lambda: optim.adam(1e-3), "mean"),
+    "adam-cosine": (lambda: nn.MLP(SIZES), lambda: optim.adam(optim.cosine_decay_schedule(1e-3, 15)), "mean"),
+    "sgd-nesterov": (lambda: nn.MLP(SIZES), lambda: optim.sgd(1e-2, momentum=0.9, nesterov=True), "mean"),
+    "chain-adam": (
+        lambda: nn.MLP(SIZES),
+        lambda: optim.Optimizer(optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(1e-3))),
+        "mean",
+    ),
+    # No step counter anywhere in this chain: it replays whatever the counters' type.
+    "chain-trace-stateless": (
+        lambda: nn.MLP(SIZES),
+        lambda: optim.Optimizer(optim.chain(optim.trace(0.9, nesterov=True), scale_without_state(-1e-2))),
+        "mean",
+    ),
+}
+
+
+@pytest.mark.parametrize(("model_fn", "opt_fn", "reduction"), TRAINING_CASES.values(), ids=TRAINING_CASES.keys())
+def test_training_steps_replay_bitwise_equal_to_eager(
+    model_fn: Callable[[], nn.Sequential], opt_fn: Callable[[], optim.Optimizer], reduction: nn.Reduction
+) -> None:
+    model, opt = model_fn(), opt_fn()
+    step = make_step(model, opt, reduction)
+    params = model.init(tg.random.key(0))
+    state = opt.init(params)
+
+    eager = run(step, params, state, DATA)
+    replayed = tg.replay(step)
+    result = run(replayed, params, state, DATA)
+
+    assert_same(result, eager)  # every parameter, every optimizer moment, every loss
+    # The step count must be traced data, not a static Python int that retraces every step.
+    # At most two signatures: the parameters (or moments) as init() made them, then as
+    # views of the one buffer the optimizer returns, which a replay takes whole.
+    assert replayed.traces <= 2 and replayed.eager_calls == 0
+    assert replayed.replays == STEPS - replayed.traces
+    assert replayed.cache_size == replayed.traces
+
+
+def test_plain_sgd_step_replays_bitwise_equal_to_eager() -> None:
+    model = nn.MLP(SIZES)
+    step = make_plain_sgd_step(model)
+    params = model.init(tg.random.key(1))
+    eager = run(step, params, None, DATA)
+    replayed = tg.replay(step)
+    assert_same(run(replayed, params, None, DATA), eager)
+    assert (replayed.traces, replayed.replays, replayed.eager_calls) == (1, STEPS - 1, 0)
+
+
+# ---- 2. signatures -------------------------------------------------------------------------------
+
+
+def test_new_batch_size_traces_again_and_both_signatures_keep_replaying() -> None:
+    model = nn.MLP(SIZES)
+    step = make_plain_sgd_step(model)
+    replayed = tg.replay(step)
+    params = model.init(tg.random.key(2))
+    small = batches(4, batch=16, seed=11)
+    big = batches(4, batch=BATCH, seed=12)
+    p_eager = p_replay = params
+    for (xs, ys), (xb, yb) in zip(small, big):
+        for x, y in ((xb, yb), (xs, ys)):
+            p_eager, _, loss_eager = step(p_eager, None, x, y)
+            p_replay, _, loss_replay = replayed(p_replay, None, x, y)
+            assert_same((p_replay, loss_replay), (p_eager, loss_eager))
+    assert replayed.cache_size == 2
+    assert (replayed.traces, replayed.replays, replayed.eager_calls) == (2, 6, 0)
+
+
+def test_float64_params_trace_again() -> None:
+    step = make_plain_sgd_step(nn.MLP(SIZES))
+    replayed = tg.replay(step)
+    p32 = nn.MLP(SIZES).init(tg.random.key(3))
+    p64 = nn.MLP(SIZES, dtype="float64").init(tg.random.key(3))
+    x32, y = DATA[0]
+    x64 = tg.tensor(x32.numpy().astype(np.float64))
+    for params, x in ((p32, x32), (p64, x64), (p32, x32), (p64, x64)):
+        assert_same(replayed(params, None, x, y), step(params, None, x, y))
+    assert replayed.cache_size == 2
+    assert (replayed.traces, replayed.replays) == (2, 2)
+
+
+def test_strides_are_part_of_the_signature() -> None:
+    def f(x: Tensor) -> Tensor:
+        return x * 2.0 + 1.0
+
+    replayed = tg.replay(f)
+    a = tg.tensor(np.arange(12.0).reshape(3, 4))
+    b = tg.tensor(np.arange(12.0).reshape(4, 3).T)  # same shape and dtype, other strides
+    for x in (a, b, a, b):
+        assert_same(replayed(x), f(x))
+    assert (replayed.traces, replayed.replays, replayed.cache_size) == (2, 2, 2)
+
+
+def scaled(x: Tensor, scale: float) -> Tensor:
+    return x * scale + 1.0
+
+
+def test_a_static_python_value_is_part_of_the_signature() -> None:
+    replayed = tg.replay(scaled)
+    x = tg.tensor([1.0, -2.0, 3.0])
+    for s in (0.5, 2.0, 0.5, 2.0):
+        assert_same(replayed(x, s), scaled(x, s))
+    assert (replayed.traces, replayed.replays, replayed.cache_size) == (2, 2, 2)
+
+
+def test_int_float_and_bool_statics_are_different_signatures() -> None:
+    replayed = tg.replay(scaled)
+    x = tg.tensor([1.0, -2.0, 3.0])
+    for s in (1, 1.0, True, 1, 1.0, True):
+        assert_same(replayed(x, s), scaled(x, s))
+    assert (replayed.traces, replayed.replays, replayed.cache_size) == (3, 3, 3)
+
+
+def test_negative_zero_static_is_not_replayed_as_positive_zero() -> None:
+    # 0.0 == -0.0 and they hash alike, but they are different values: x * -0.0 is -0.0.
+    x = tg.tensor([1.0, 2.0])
+
+    def times(x: Tensor, s: float) -> Tensor:
+        return x * s
+
+    replayed = tg.replay(times)
+    replayed(x, 0.0)
+    result = replayed(x, -0.0)
+    expected = times(x, -0.0)
+    assert np.signbit(expected.numpy()).all()
+    assert np.array_equal(np.signbit(result.numpy()), np.signbit(expected.numpy()))
+
+
+def test_kwargs_are_supported_and_part_of_the_signature() -> None:
+    def affine(x: Tensor, *, scale: Tensor, shift: float = 0.0) -> Tensor:
+        return x * scale + shift
+
+    replayed = tg.replay(affine)
+    x = tg.tensor([1.0, 2.0, 3.0])
+    s1, s2 = tg.tensor([2.0, 3.0, 4.0]), tg.tensor([-1.0, 0.5, 7.0])
+    assert_same(replayed(x, scale=s1, shift=1.0), affine(x, scale=s1, shift=1.0))  # traced
+    assert_same(replayed(x, scale=s2, shift=1.0), affine(x, scale=s2, shift=1.0))  # replayed
+    assert_same(replayed(x, shift=1.0, scale=s1), affine(x, scale=s1, shift=1.0))  # order is no matter
+    assert (replayed.traces, replayed.replays) == (1, 2)
+    assert_same(replayed(x, scale=s2, shift=2.0), affine(x, scale=s2, shift=2.0))  # a new static
+    assert_same(replayed(x, scale=s2), affine(x, scale=s2))  # a kwarg left out: another structure
+    assert_same(replayed(x, scale=s1), affine(x, scale=s1))
+    assert (replayed.traces, replayed.replays, replayed.cache_size) == (3, 3, 3)
+
+
+def test_positional_and_keyword_calls_are_different_signatures() -> None:
+    def f(x: Tensor, y: Tensor) -> Tensor:
+        return x - y
+
+    replayed = tg.replay(f)
+    x, y = tg.tensor([1.0, 2.0]), tg.tensor([0.5, 4.0])
+    assert_same(replayed(x, y), f(x, y))
+    assert_same(replayed(x, y=y), f(x, y))
+    assert_same(replayed(y, y=x), f(y, x))
+    assert (replayed.traces, replayed.replays, replayed.cache_size) == (2, 1, 2)
+
+
+def test_clear_forgets_every_recording() -> None:
+    replayed = tg.replay(scaled)
+    x = tg.tensor([1.0, 2.0])
+    replayed(x, 2.0)
+    replayed(x, 2.0)
+    replayed.clear()
+    assert replayed.cache_size == 0 and replayed.sources() == []
+    assert_same(replayed(x, 2.0), scaled(x, 2.0))
+    assert (replayed.traces, replayed.replays, replayed.cache_size) == (2, 1, 1)
+
+
+def test_the_same_tensor_passed_twice_keeps_its_identity() -> None:
+    # Tied weights: one Tensor at two leaves. The tape keys gradients by tensor, so
+    # eagerly each leaf's gradient is the total over both uses.
+    def grads(params: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
+        with tg.Tape() as tape:
+            loss = ((x @ params["enc"]) @ params["dec"]).sum()
+        return tape.gradient(loss, params)
+
+    w = tg.tensor([[1.0, 2.0], [-1.0, 0.5]])
+    x = tg.tensor([[0.5, -1.5], [2.0, 1.0]])
+    tied = {"enc": w, "dec": w}
+    replayed = tg.replay(grads)
+    assert_same(replayed(tied, x), grads(tied, x))  # traced
+    w2 = tg.tensor([[0.0, -2.0], [3.0, 1.0]])
+    tied2 = {"enc": w2, "dec": w2}
+    assert_same(replayed(tied2, x), grads(tied2, x))  # replayed, or traced again
+
+
+# ---- 3. guards --------------------------------------------------------------------------------
+
+
+def branchy(x: Tensor) -> Tensor:
+    if (x > 0).data.all():
+        return x * 2.0
+    return x * 3.0
+
+
+def test_a_flipped_branch_runs_eagerly_and_the_trace_keeps_replaying() -> None:
+    replayed = tg.replay(branchy)
+    positive, mixed = tg.tensor([1.0, 2.0, 3.0]), tg.tensor([1.0, -2.0, 3.0])
+    assert_same(replayed(positive), branchy(positive))
+    assert_same(replayed(mixed), branchy(mixed))
+    assert (replayed.traces, replayed.replays, replayed.eager_calls) == (1, 0, 1)
+    assert_same(replayed(positive * 5.0), branchy(positive * 5.0))
+    assert (replayed.traces, replayed.replays, replayed.eager_calls) == (1, 1, 1)
+
+
+def mean_of_positives_tensor(x: Tensor) -> Tensor:
+    selected = x[x > 0]  # a boolean-mask Tensor index
+    return selected.sum() / selected.shape[0]
+
+
+def mean_of_positives_array(x: Tensor) -> Tensor:
+    selected = x.data[x.data > 0]  # a boolean-mask array index
+    return Tensor(selected.sum() / selected.shape[0])
+
+
+@pytest.mark.parametrize("fn", [mean_of_positives_tensor, mean_of_positives_array], ids=["tensor", "array"])
+def test_a_value_shaped_result_is_guarded(fn: Callable[[Tensor], Tensor]) -> None:
+    # The number of selected elements is read as a Python int (the shape): a replay
+    # must not reuse the trace's count when the mask selects more.
+    replayed = tg.replay(fn)
+    for values in ([1.0, -2.0, 3.0], [4.0, -5.0, 6.0]):
+        x = tg.tensor(values)
+        assert_same(replayed(x), fn(x))
+    assert (replayed.traces, replayed.replays) == (1, 1)
+    x = tg.tensor([1.0, 2.0, 3.0])
+    assert_same(replayed(x), fn(x))
+
+
+def cross_entropy_of(logits: Tensor, labels: Tensor) -> Tensor:
+    return nn.cross_entropy(logits, labels)
+
+
+@pytest.mark.parametrize("bad", [10, -3])
+def test_out_of_range_label_after_tracing_raises_the_eager_error(bad: int) -> None:
+    replayed = tg.replay(cross_entropy_of)
+    rng = np.random.default_rng(5)
+    logits = tg.tensor(rng.standard_normal((4, 10)))
+    good = tg.tensor([0, 9, 3, 3])
+    wrong = tg.tensor([0, bad, 3, 3])
+    assert_same(replayed(logits, good), cross_entropy_of(logits, good))
+    with pytest.raises(ValueError, match=exact(label_message(bad, 10))):
+        cross_entropy_of(logits, wrong)
+    with pytest.raises(ValueError, match=exact(label_message(bad, 10))):
+        replayed(logits, wrong)
+    assert replayed.eager_calls == 1
+    assert_same(replayed(logits, good), cross_entropy_of(logits, good))
+    assert (replayed.traces, replayed.replays) == (1, 1)
+
+
+def test_out_of_range_label_on_the_tracing_call_raises_the_eager_error() -> None:
+    replayed = tg.replay(cross_entropy_of)
+    logits = tg.tensor(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match=exact(label_message(12, 10))):
+        replayed(logits, tg.tensor([1, 12]))
+
+
+def test_replayed_cross_entropy_is_as_quiet_as_eager_on_an_all_minus_inf_row() -> None:
+    # Eagerly, the all -inf row gives nan under np.errstate, with no RuntimeWarning.
+    replayed = tg.replay(cross_entropy_of)
+    labels = tg.tensor([0, 1])
+    finite = tg.tensor([[1.0, 2.0], [0.5, -0.5]])
+    minus_inf = tg.tensor([[-np.inf, -np.inf], [0.5, -0.5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expected = cross_entropy_of(minus_inf, labels)
+        replayed(finite, labels)
+        result = replayed(minus_inf, labels)
+    assert np.isnan(expected.numpy())
+    assert_same(result, expected)
+
+
+def test_a_guard_after_writing_into_an_argument_refuses_to_rerun() -> None:
+    def write_then_branch(buf: Array) -> Any:
+        buf[0] = 7.0
+        if (buf > 0).all():
+            return buf * 2.0
+        return buf * 3.0
+
+    replayed = tg.replay(write_then_branch)
+    replayed(np.array([1.0, 2.0]))
+    with pytest.raises(tg.ReplayError, match=exact(WRITES_INPUTS_MESSAGE)):
+        replayed(np.array([1.0, -2.0]))
+
+
+def test_a_guard_after_writing_into_a_view_of_an_argument_refuses_to_rerun() -> None:
+    # Writing through a view writes the argument just the same: rerunning eagerly
+    # after the replay's write would apply it twice.
+    def write_view_then_branch(buf: Array) -> Any:
+        view = buf[:1]
+        view *= 2.0
+        if (buf > 0).all():
+            return buf * 1.0
+        return buf * 3.0
+
+    replayed = tg.replay(write_view_then_branch)
+    replayed(np.array([1.0, 2.0]))
+    buf = np.array([-1.0, 2.0])
+    with pytest.raises(tg.ReplayError, match=exact(WRITES_INPUTS_MESSAGE)):
+        replayed(buf)
+
+
+# ---- 4. what cannot replay is refused -----------------------------------------------------------
+
+
+def loss_of(w: Tensor, x: Tensor) -> Tensor:
+    return ((x @ w) ** 2).sum()
+
+
+W = tg.tensor([1.0, -1.0])
+X = tg.tensor([[1.0, 2.0], [0.5, 0.25]])
+
+
+def assert_refused(fn: Callable[..., Any], message: str, *args: Any) -> None:
+    """``fn`` runs eagerly, but its replay raises `ReplayError` with exactly ``message``."""
+    fn(*args)
+    replayed = tg.replay(fn)
+    with pytest.raises(tg.ReplayError, match=exact(message)):
+        replayed(*args)
+    assert (replayed.traces, replayed.cache_size) == (0, 0)
+
+
+def test_item_inside_is_refused() -> None:
+    def f(w: Tensor, x: Tensor) -> float:
+        return float(loss_of(w, x).item())
+
+    assert_refused(f, escape_message("x.item() turns the value into a Python number"), W, X)
+
+
+def test_float_of_a_tensor_inside_is_refused() -> None:
+    def f(w: Tensor, x: Tensor) -> float:
+        return float(loss_of(w, x))
+
+    assert_refused(f, escape_message("x.item() turns the value into a Python number"), W, X)
+
+
+def test_float_of_an_array_inside_is_refused() -> None:
+    def f(w: Tensor, x: Tensor) -> float:
+        return float(loss_of(w, x).data)
+
+    assert_refused(f, escape_message("float(x) of a traced value"), W, X)
+
+
+def test_int_of_an_array_inside_is_refused() -> None:
+    def f(w: Tensor, x: Tensor) -> int:
+        return int(loss_of(w, x).data)
+
+    assert_refused(f, escape_message("int(x) of a traced value"), W, X)
+
+
+def test_np_asarray_inside_is_refused() -> None:
+    def f(w: Tensor, x: Tensor) -> Array:
+        return np.asarray(loss_of(w, x).data)
+
+    assert_refused(
+        f, escape_message("converting a traced array to a NumPy array (np.asarray, np.array)"), W, X
+    )
+
+
+def test_calling_inside_an_outer_tape_is_refused() -> None:
+    replayed = tg.replay(loss_of)
+    replayed(W, X)
+    with tg.Tape():
+        with pytest.raises(tg.ReplayError, match=exact(TAPE_MESSAGE)):
+            replayed(W, X)
+    assert (replayed.traces, replayed.replays) == (1, 0)
+
+
+class Unhashable:
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("leaf", [{1, 2}, Unhashable()], ids=["set", "custom"])
+def test_an_unhashable_static_argument_is_refused(leaf: Any) -> None:
+    replayed = tg.replay(lambda w, setting: w * 2.0)
+    name = type(leaf).__name__
+    with pytest.raises(
+        tg.ReplayError,
+        match=exact(
+            f"replay: an argument leaf of type {name} is neither an array nor "
+            "hashable, so it cannot be part of the replay's signature; pass arrays as Tensors "
+            "and other settings as hashable values"
+        ),
+    ):
+        replayed(W, leaf)
+
+
+def test_writing_into_an_untraced_buffer_through_out_is_refused() -> None:
+    def f(t: Tensor) -> Tensor:
+        buf = np.empty(t.shape)
+        np.add(t.data, 1, out=buf)
+        return Tensor(buf)
+
+    assert_refused(f, OUT_MESSAGE, tg.tensor(np.arange(3.0)))
+
+
+def test_writing_into_an_untraced_buffer_through_a_positional_out_is_refused_or_right() -> None:
+    # `out` given positionally to a NumPy function, not a ufunc: the write must not
+    # be frozen (nor dropped as dead code) with the buffer returned as a constant.
+    def column_sums(t: Tensor) -> Tensor:
+        buf = np.empty(t.shape[1])
+        np.sum(t.data, 0, None, buf)
+        return Tensor(buf)
+
+    replayed = tg.replay(column_sums)
+    first = tg.tensor(np.arange(6.0).reshape(3, 2))
+    try:
+        replayed(first)
+    except tg.ReplayError as error:
+        assert str(error) == OUT_MESSAGE
+        return
+    second = tg.tensor(np.arange(6.0).reshape(3, 2) * 10.0)
+    assert_same(replayed(second), column_sums(second))
+
+
+# ---- 5. constants closed over -------------------------------------------------------------------
+
+
+def test_closing_over_a_large_tensor_warns() -> None:
+    big = tg.tensor(np.ones((64, 64)))  # 4096 elements: the threshold
+
+    def f(x: Tensor) -> Tensor:
+        return x @ big
+
+    replayed = tg.replay(f)
+    x = tg.tensor(np.ones((2, 64)))
+    with pytest.warns(tg.ReplayConstantWarning, match=exact(constant_warning((64, 64)))):
+        replayed(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same(replayed(x), f(x))  # the replay itself does not warn again
+
+
+def test_closing_over_a_small_tensor_does_not_warn() -> None:
+    small = tg.tensor(np.ones((63, 65)))  # 4095 elements
+
+    def f(x: Tensor) -> Tensor:
+        return x @ small
+
+    replayed = tg.replay(f)
+    x = tg.tensor(np.ones((2, 63)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        replayed(x)
+        assert_same(replayed(x), f(x))
+
+
+# ---- 6. outputs ---------------------------------------------------------------------------------
+
+
+def nested(x: Tensor, y: Tensor) -> dict[str, Any]:
+    return {
+        "sum": x + y,
+        "pair": (x * y, None),
+        "count": 3,
+        "name": "nested",
+        "same": x,
+        "const": tg.tensor([1.0, 2.0]),
+        "deep": [{"exp": tg.exp(x), "raw": y.data - 1.0}, (tg.tensor(7),)],
+    }
+
+
+def test_nested_outputs_have_the_eager_structure_and_values() -> None:
+    replayed = tg.replay(nested)
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        x, y = tg.tensor(rng.standard_normal(4)), tg.tensor(rng.standard_normal(4))
+        result, expected = replayed(x, y), nested(x, y)
+        assert_same(result, expected)
+        assert result["same"].data is x.data  # an input passed through is the input
+    assert (replayed.traces, replayed.replays) == (1, 2)
+
+
+def test_consecutive_replays_return_fresh_arrays() -> None:
+    def fresh(x: Tensor, y: Tensor) -> dict[str, Any]:
+        return {"sum": x + y, "pair": (x * y, tg.exp(x)), "raw": y.data - 1.0, "loss": (x * y).sum()}
+
+    replayed = tg.replay(fresh)
+    x, y = tg.tensor([1.0, 2.0, 3.0]), tg.tensor([0.5, -1.0, 2.0])
+    replayed(x, y)
+    first, second = replayed(x, y), replayed(x, y)
+    assert replayed.replays == 2
+    pairs = list(zip(fresh_arrays(first), fresh_arrays(second)))
+    assert len(pairs) == 5
+    for a, b in pairs:
+        assert a is not b and not np.shares_memory(a, b)
+
+
+def test_a_constant_array_output_is_not_shared_between_calls() -> None:
+    # Eagerly, each call makes a new buffer that the caller owns and may write. A
+    # replay must hand out a fresh one too, or refuse the function; never the same one.
+    def with_buffer(x: Tensor) -> tuple[Tensor, Array]:
+        return x * 2.0, np.zeros(3)
+
+    replayed = tg.replay(with_buffer)
+    x = tg.tensor([1.0, 2.0])
+    try:
+        _, buf = replayed(x)
+    except tg.ReplayError:
+        return
+    buf += 5.0  # the caller's own array
+    _, again = replayed(x)
+    assert np.array_equal(again, np.zeros(3))
+    assert not np.shares_memory(buf, again)
+
+
+# ---- 7. higher order ----------------------------------------------------------------------------
+
+
+def test_gradient_of_a_gradient_replays_equal_to_eager() -> None:
+    def second_order(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        with tg.Tape() as outer:
+            with tg.Tape() as inner:
+                y = (tg.tanh(x) * x**3).sum()
+            g = inner.gradient(y, x)
+            z = (g * g).sum()
+        return outer.gradient(z, x), g, y
+
+    replayed = tg.replay(second_order)
+    rng = np.random.default_rng(9)
+    for _ in range(4):
+        x = tg.tensor(rng.standard_normal(5))
+        assert_same(replayed(x), second_order(x))
+    assert (replayed.traces, replayed.replays) == (1, 3)
+
+
+# ---- 8. memory ------------------------------------------------------------------------------------
+
+MEMORY_CASES: dict[str, Callable[[nn.Sequential], tuple[Step, Callable[[Any], Any]]]] = {
+    "plain-sgd": lambda model: (make_plain_sgd_step(model), lambda params: None),
+    "adam": lambda model: (make_step(model, optim.adam(1e-3)), optim.adam(1e-3).init),
+}
+
+
+@pytest.mark.parametrize("case", MEMORY_CASES.values(), ids=MEMORY_CASES.keys())
+def test_replayed_steps_do_not_keep_memory_alive(
+    case: Callable[[nn.Sequential], tuple[Step, Callable[[Any], Any]]],
+) -> None:
+    model = nn.MLP(SIZES)
+    step, init = case(model)
+    replayed = tg.replay(step)
+    params = model.init(tg.random.key(4))
+    state = init(params)
+    data = DATA[:5]
+    tracemalloc.start()
+    try:
+        for i in range(50):
+            x, y = data[i % len(data)]
+            params, state, loss = replayed(params, state, x, y)
+            if i == 4:
+                gc.collect()
+                after_5 = tracemalloc.get_traced_memory()[0]
+        gc.collect()
+        after_50 = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # One step's parameters alone are ~436 kB; a leak of anything per step shows over 45 steps.
+    assert after_50 - after_5 < 200_000, (after_5, after_50)
+    assert replayed.traces <= 2  # as init() made the state, then as the optimizer returns it
+
+
+# ---- 9. the generated source ------------------------------------------------------------------
+
+
+def test_the_source_of_a_training_step_has_no_tape_and_frees_intermediates() -> None:
+    model = nn.MLP(SIZES)
+    replayed = tg.replay(make_plain_sgd_step(model))
+    params = model.init(tg.random.key(5))
+    x, y = DATA[0]
+    replayed(params, None, x, y)
+    (source,) = replayed.sources()
+    assert "Tape" not in source and "tape" not in source
+    header, *body = source.splitlines()
+    inputs = set(re.findall(r"v\d+", header))
+    deleted = {name for line in body if line.strip().startswith("del ") for name in re.findall(r"v\d+", line)}
+    assert deleted - inputs, "no intermediate is ever deleted"
+    assert body[-1].strip().startswith("return")
+
+
+def test_dead_code_is_dropped() -> None:
+    def dead(x: Tensor) -> Tensor:
+        _ = x * 5.0
+        _ = tg.exp(x).sum()
+        return x + 1.0
+
+    def live(x: Tensor) -> Tensor:
+        return x + 1.0
+
+    def both(x: Tensor) -> Tensor:
+        return x * 5.0 + 1.0
+
+    x = tg.tensor([1.0, 2.0])
+    sources = {}
+    for fn in (dead, live, both):
+        replayed = tg.replay(fn)
+        assert_same(replayed(x), fn(x))
+        (sources[fn.__name__],) = replayed.sources()
+    calls = {name: len(re.findall(r"= c\d+\(", src)) for name, src in sources.items()}
+    assert calls == {"dead": 1, "live": 1, "both": 2}
+    assert normalized(sources["dead"]) == normalized(sources["live"])
+
+
+def normalized(source: str) -> str:
+    """``source`` with its function name and slot numbers renamed in order of appearance."""
+    names: dict[str, str] = {}
+
+    def rename(match: re.Match[str]) -> str:
+        return names.setdefault(match.group(), f"v{len(names)}")
+
+    return re.sub(r"\bv\d+\b", rename, re.sub(r"^def \w+\(", "def f(", source))
+
+
+# ---- CuPy tensors run eagerly -------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cupy_tensors_run_eagerly() -> None:
+    def f(x: Tensor) -> Tensor:
+        return (x * 2.0 + 1.0).sum()
+
+    replayed = tg.replay(f)
+    x = tg.tensor([1.0, 2.0, 3.0], device="cuda")
+    for _ in range(2):
+        result = replayed(x)
+        assert result.device == "cuda"
+        assert_same(result.to("cpu"), f(x).to("cpu"))
+    assert (replayed.traces, replayed.replays, replayed.eager_calls, replayed.cache_size) == (0, 0, 2, 0)
