@@ -16,6 +16,7 @@ from ._module import MSELoss as MSELoss
 from ._module import ReLU as ReLU
 from ._module import Sequential as Sequential
 from ._optim import SGD as SGD
+from ._replay import replay as replay
 from ._optim import Adam as Adam
 from ._optim import Optimizer as Optimizer
 from ._tensor import Tensor as Tensor
