@@ -3,8 +3,8 @@
     python benchmarks/train_step.py                 # 1 and 2 BLAS threads, batch 32 and 256
     python benchmarks/train_step.py --threads 1 --batches 32 --rounds 5
 
-Systems: tapegrad's functional API, tapegrad's PyTorch-style wrapper, PyTorch
-eager (default Adam, and fused Adam) when torch is installed, and a
+Systems: tapegrad's functional API and its PyTorch-style wrapper, each eager
+and with the same step under `tg.replay` / `tl.replay`, PyTorch eager (default Adam, and fused Adam) when torch is installed, and a
 hand-written NumPy step. All start from the same weights, in float32, and
 run in one process, alternating in short bursts (A/B/C/D, A/B/C/D, ...) so
 that the machine's drift hits every system alike. The ratios are the result;
@@ -59,38 +59,53 @@ def build_systems(batch: int, seed: int = 0) -> tuple[dict[str, Callable[[], flo
         for i, (w, b) in enumerate(_interleave(weights, biases))
     )
     opt = tg.optim.adam(1e-3)
-    state: list[Any] = [params, opt.init(params)]
     x, y = tg.tensor(x_np), tg.tensor(y_np)
 
-    def tapegrad_step() -> float:
-        p, s = state
+    def train_step(p: Any, s: Any, x: tg.Tensor, y: tg.Tensor) -> tuple[Any, Any, tg.Tensor]:
         with tg.Tape() as tape:
             loss = cross_entropy(model.apply(p, x), y)
         grads = tape.gradient(loss, p)
-        state[0], state[1] = opt.update(grads, s, p)
-        return float(loss.item())
+        p, s = opt.update(grads, s, p)
+        return p, s, loss
 
-    systems["tapegrad"] = tapegrad_step
+    def functional(step: Callable[..., tuple[Any, Any, tg.Tensor]]) -> Callable[[], float]:
+        state: list[Any] = [params, opt.init(params)]
 
-    # tapegrad, PyTorch-style wrapper
-    layers = [tl.Linear(i, o) for i, o in zip(SIZES[:-1], SIZES[1:])]
-    for layer, w, b in zip(layers, weights, biases):
-        layer.weight.data = w.copy()
-        assert layer.bias is not None
-        layer.bias.data = b.copy()
-    net = tl.Sequential(layers[0], tl.ReLU(), layers[1], tl.ReLU(), layers[2])
-    tl_opt = tl.Adam(net.parameters(), lr=1e-3)
-    criterion = tl.CrossEntropyLoss()
+        def run() -> float:
+            state[0], state[1], loss = step(state[0], state[1], x, y)
+            return float(loss.item())
+
+        return run
+
+    systems["tapegrad"] = functional(train_step)
+    # The same step traced once and replayed (tg.replay).
+    systems["tapegrad_replay"] = functional(tg.replay(train_step))
+
+    # tapegrad, PyTorch-style wrapper: the classic loop, and the same loop under tl.replay
     tx, ty = tl.Tensor(x_np), tl.Tensor(y_np)
 
-    def torchlike_step() -> float:
-        tl_opt.zero_grad()
-        loss = criterion(net(tx), ty)
-        loss.backward()
-        tl_opt.step()
-        return float(loss.item())
+    def torchlike(replayed: bool) -> Callable[[], float]:
+        layers = [tl.Linear(i, o) for i, o in zip(SIZES[:-1], SIZES[1:])]
+        for layer, w, b in zip(layers, weights, biases):
+            layer.weight.data = w.copy()
+            assert layer.bias is not None
+            layer.bias.data = b.copy()
+        net = tl.Sequential(layers[0], tl.ReLU(), layers[1], tl.ReLU(), layers[2])
+        tl_opt = tl.Adam(net.parameters(), lr=1e-3)
+        criterion = tl.CrossEntropyLoss()
 
-    systems["torchlike"] = torchlike_step
+        def step(x: tl.Tensor, y: tl.Tensor) -> tl.Tensor:
+            tl_opt.zero_grad()
+            loss: tl.Tensor = criterion(net(x), y)
+            loss.backward()
+            tl_opt.step()
+            return loss
+
+        run = tl.replay(step, net, tl_opt) if replayed else step
+        return lambda: float(run(tx, ty).item())
+
+    systems["torchlike"] = torchlike(replayed=False)
+    systems["torchlike_replay"] = torchlike(replayed=True)
 
     # hand-written NumPy
     hand = HandWrittenMLP(weights, biases, batch)
@@ -159,7 +174,7 @@ def peak_step_memory(batch: int) -> dict[str, float]:
     import tracemalloc
 
     out: dict[str, float] = {}
-    for name in ("tapegrad", "numpy"):
+    for name in ("tapegrad", "tapegrad_replay", "numpy"):
         tracemalloc.start()
         systems, _ = build_systems(batch)
         step = systems[name]
@@ -234,6 +249,7 @@ def run_child(threads: int, batches: list[int], rounds: int, burst: int, keep_me
         if "torch" in medians:
             ratios.update({f"{name}/torch": medians[name] / medians["torch"] for name in medians})
         ratios["torchlike/tapegrad"] = medians["torchlike"] / medians["tapegrad"]
+        ratios["torchlike_replay/tapegrad_replay"] = medians["torchlike_replay"] / medians["tapegrad_replay"]
         report["batches"][str(batch)] = {"median_us": medians, "ratios": ratios}
     report["peak_step_bytes_batch32"] = peak_step_memory(32)
     report["op_overhead_us"] = op_overhead()
@@ -251,10 +267,12 @@ def print_report(report: dict[str, Any]) -> None:
         for name, us in med.items():
             vs_torch = f"{ratios[name + '/torch']:.2f}" if name + "/torch" in ratios else "-"
             print(f"| {name} | {us:,.0f} | {ratios[name + '/numpy']:.2f} | {vs_torch} |")
-        print(f"\nwrapper / functional: {ratios['torchlike/tapegrad']:.2f}\n")
+        print(f"\nwrapper / functional: {ratios['torchlike/tapegrad']:.2f} eager, "
+              f"{ratios['torchlike_replay/tapegrad_replay']:.2f} replayed\n")
     mem = report["peak_step_bytes_batch32"]
-    print(f"peak traced memory of one step (batch 32): tapegrad {mem['tapegrad'] / 1e6:.2f} MB, "
-          f"numpy {mem['numpy'] / 1e6:.2f} MB, ratio {mem['tapegrad'] / mem['numpy']:.2f}")
+    print("peak traced memory of one step (batch 32): "
+          + ", ".join(f"{name} {mem[name] / 1e6:.2f} MB ({mem[name] / mem['numpy']:.2f}x numpy)"
+                      for name in mem))
     oh = report["op_overhead_us"]
     print("per-op cost of 10,000 adds of 4-element tensors (µs/op): "
           + ", ".join(f"{k} {v:.2f}" for k, v in oh.items()))

@@ -44,6 +44,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_common_arguments(parser)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--no-replay", action="store_true",
+                        help="run every step eagerly instead of replaying the recorded first one")
     parser.add_argument("--checkpoint", default=None, help="save the training state here after every epoch")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     parser.add_argument("--stop-after-epoch", type=int, default=None,
@@ -105,6 +107,15 @@ def train(args: argparse.Namespace, data: MnistSplits) -> dict[str, Any]:
         params, opt_state, start_epoch, history = resume(args.checkpoint, meta, params, opt_state)
         print(f"Resuming from {args.checkpoint} after epoch {start_epoch}")
 
+    def step(params: Any, opt_state: Any, x: tg.Tensor, y: tg.Tensor) -> tuple[Any, Any, tg.Tensor]:
+        with tg.Tape() as tape:
+            loss = cross_entropy(model.apply(params, x), y)
+        grads = tape.gradient(loss, params)
+        params, opt_state = opt.update(grads, opt_state, params)
+        return params, opt_state, loss
+
+    # The step is pure, so it can be traced once and replayed (see tg.replay).
+    train_step = step if args.no_replay else tg.replay(step)
     train_seconds = 0.0
     steps = 0
     for epoch in range(start_epoch, args.epochs):
@@ -114,10 +125,7 @@ def train(args: argparse.Namespace, data: MnistSplits) -> dict[str, Any]:
         progress = _progress(epoch, args, len(epoch_batches))
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(epoch_batches):
-            with tg.Tape() as tape:
-                loss = cross_entropy(model.apply(params, x), y)
-            grads = tape.gradient(loss, params)
-            params, opt_state = opt.update(grads, opt_state, params)
+            params, opt_state, loss = train_step(params, opt_state, x, y)
             losses[i] = loss.item()
             if progress is not None:
                 progress.update(1)

@@ -4,10 +4,10 @@
 To kill it mid-epoch every time, not whenever a timer happens to fire, the
 killed run is the same script started through a small driver: it runs
 ``examples/mnist.py`` as ``__main__`` with the same arguments, with
-`cross_entropy` wrapped to count the training steps (the calls made while a
-tape records; evaluation records nothing). Halfway through epoch 2 the
-wrapper prints a marker and sleeps, so the test kills a process that has
-saved epoch 1, has taken half of epoch 2's steps, and holds an open tape.
+`tapegrad.replay` wrapped to count the training steps (the script replays
+its step). Halfway through epoch 2 the wrapper prints a marker and sleeps,
+so the test kills a process that has saved epoch 1 and has taken half of
+epoch 2's steps.
 Nothing else about the run changes, and SIGKILL cannot be caught, so the
 process gets no chance to tidy up.
 """
@@ -44,22 +44,25 @@ DRIVER = textwrap.dedent(
     f"""
     import os, runpy, sys, time
     import tapegrad as tg
-    import tapegrad.nn
 
     script, *args = sys.argv[1:]
-    train_loss = tapegrad.nn.cross_entropy
+    real_replay = tg.replay
     steps = 0
 
-    def counting_cross_entropy(*a, **k):
-        global steps
-        if tg.is_recording():
+    def counting_replay(fn):
+        replayed = real_replay(fn)
+
+        def counted(*a, **k):
+            global steps
             steps += 1
             if steps == {KILL_AT_STEP}:
                 print("{MARKER}", flush=True)
                 time.sleep(3600)  # until the test kills us
-        return train_loss(*a, **k)
+            return replayed(*a, **k)
 
-    tapegrad.nn.cross_entropy = counting_cross_entropy  # the script imports it from here
+        return counted
+
+    tg.replay = counting_replay  # the script wraps its training step with tg.replay
     sys.path.insert(0, os.path.dirname(script))  # as `python examples/mnist.py` does
     sys.argv = [script, *args]
     runpy.run_path(script, run_name="__main__")
