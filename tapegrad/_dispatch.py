@@ -15,6 +15,7 @@ from ._backend import device_of
 from ._primitive import Primitive
 from ._tape import _ACTIVE, emit
 from ._tensor import Tensor, TensorLike, wrap
+from ._traced import Traced
 
 _PY_SCALARS = (int, float, bool)
 
@@ -25,7 +26,7 @@ def as_tensor(x: Any, op: str, arg: str = "x") -> Tensor:
         return x
     if isinstance(x, _PY_SCALARS):
         return Tensor(np.asarray(x, dtype=np.float32 if isinstance(x, float) else None))
-    if isinstance(x, np.ndarray | np.generic) or hasattr(x, "__cuda_array_interface__"):
+    if isinstance(x, np.ndarray | np.generic | Traced) or hasattr(x, "__cuda_array_interface__"):
         return Tensor(np.asarray(x) if isinstance(x, np.generic) else x)
     raise TypeError(
         f"`{op}`: {arg} must be a Tensor, a Python number or an array, got "
@@ -37,7 +38,7 @@ def raw(x: Any, op: str) -> Any:
     """The array (or Python number) that NumPy should see for an operand."""
     if isinstance(x, Tensor):
         return x.data
-    if isinstance(x, _PY_SCALARS) or isinstance(x, np.ndarray | np.generic):
+    if isinstance(x, _PY_SCALARS) or isinstance(x, np.ndarray | np.generic | Traced):
         return x
     if hasattr(x, "__cuda_array_interface__"):
         return x

@@ -102,7 +102,8 @@ def split(flat: Any, layout: Layout) -> list[Any]:
         # A replay must register its own buffers too, so that the next call
         # (replayed or not) finds them as one buffer rather than concatenating.
         flat.recording.record(
-            "call", _register, (flat, tuple(views), layout), {}, lambda a, k: _register(*a)
+            "call", _register, (flat, tuple(views), layout), {}, lambda a, k: _register(*a),
+            for_outputs=True,
         )
     return views
 

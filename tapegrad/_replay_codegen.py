@@ -14,7 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from ._traced import Const, Container, Instruction, Recording, Ref, Template
+from ._replay_buffers import reuse_buffers
+from ._traced import (
+    Const,
+    Container,
+    Instruction,
+    Recording,
+    Ref,
+    Template,
+    slots_touched,
+    template_slots,
+)
 
 
 class GuardFailed(Exception):
@@ -80,14 +90,6 @@ def _statement(src: _Source, ins: Instruction) -> str:
     return f"{targets} = {call}"
 
 
-def _uses(template: Template, into: set[int]) -> None:
-    if isinstance(template, Ref):
-        into.add(template.slot)
-    elif isinstance(template, Container):
-        for t in template.items:
-            _uses(t[1] if template.kind is dict else t, into)
-
-
 def _live(instructions: Sequence[Instruction], kept: set[int]) -> list[Instruction]:
     """The instructions without the dead ones: pure calls whose results nobody reads.
 
@@ -100,11 +102,13 @@ def _live(instructions: Sequence[Instruction], kept: set[int]) -> list[Instructi
         pure = ins.outs and not ins.effect
         if pure and not needed.intersection(ins.outs):
             continue
+        if ins.for_outputs and not kept.intersection(slots_touched(ins)):
+            continue
         live.append(ins)
         for t in ins.args:
-            _uses(t, needed)
+            template_slots(t, needed)
         for _, t in ins.kwargs:
-            _uses(t, needed)
+            template_slots(t, needed)
     live.reverse()
     return live
 
@@ -113,12 +117,7 @@ def _last_uses(instructions: Sequence[Instruction]) -> dict[int, int]:
     """For each slot, the index of the last instruction that reads or defines it."""
     last: dict[int, int] = {}
     for i, ins in enumerate(instructions):
-        used: set[int] = set(ins.outs)
-        for t in ins.args:
-            _uses(t, used)
-        for _, t in ins.kwargs:
-            _uses(t, used)
-        for slot in used:
+        for slot in slots_touched(ins):
             last[slot] = i
     return last
 
@@ -135,8 +134,9 @@ def compile_recording(
     src = _Source()
     kept: set[int] = set()
     for t, _ in outputs:
-        _uses(t, kept)
+        template_slots(t, kept)
     instructions = _live(recording.instructions, kept)
+    instructions = reuse_buffers(instructions, recording.values, kept | set(recording.input_slots))
     last = _last_uses(instructions)
     lines = []
     for slot in recording.input_slots:  # inputs never used still go at once

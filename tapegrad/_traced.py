@@ -120,6 +120,27 @@ class Instruction:
     effect: bool = False
     #: NumPy's floating-point error handling when it ran, if not the one the trace began with.
     errstate: tuple[tuple[str, str], ...] | None = None
+    #: An effect that matters only to the caller: dropped unless an argument is an output.
+    for_outputs: bool = False
+
+
+def template_slots(template: Template, into: set[int]) -> None:
+    """Add the slots a recorded argument refers to to ``into``."""
+    if isinstance(template, Ref):
+        into.add(template.slot)
+    elif isinstance(template, Container):
+        for t in template.items:
+            template_slots(t[1] if template.kind is dict else t, into)
+
+
+def slots_touched(ins: Instruction) -> set[int]:
+    """The slots an instruction reads or defines."""
+    used: set[int] = set(ins.outs)
+    for t in ins.args:
+        template_slots(t, used)
+    for _, t in ins.kwargs:
+        template_slots(t, used)
+    return used
 
 
 class Recording:
@@ -218,8 +239,14 @@ class Recording:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         compute: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+        for_outputs: bool = False,
     ) -> Any:
-        """Run one call on the raw values, record it, and wrap what it returns."""
+        """Run one call on the raw values, record it, and wrap what it returns.
+
+        ``for_outputs`` marks a call made only for the caller of the replay
+        (bookkeeping about arrays it returns): a replay skips it unless one
+        of its traced arguments is among the outputs.
+        """
         out = kwargs.get("out")
         for target in out if isinstance(out, tuple) else (out,):
             if target is not None:
@@ -244,7 +271,7 @@ class Recording:
         errstate = _errstate()
         self.instructions.append(Instruction(
             kind, fn, tuple(arg_templates), tuple(kw_templates), outs, unpack, effect,
-            None if errstate == self._errstate else errstate,
+            None if errstate == self._errstate else errstate, for_outputs,
         ))
         return wrapped
 

@@ -803,3 +803,48 @@ def test_cupy_tensors_run_eagerly() -> None:
         assert result.device == "cuda"
         assert_same(result.to("cpu"), f(x).to("cpu"))
     assert (replayed.traces, replayed.replays, replayed.eager_calls, replayed.cache_size) == (0, 0, 2, 0)
+
+
+# ---- 10. buffer reuse ------------------------------------------------------------------------------
+
+
+def test_a_dead_buffer_is_reused_and_values_stay_exact() -> None:
+    def chain(x: Tensor) -> Tensor:
+        return ((x * 2.0 + 1.0) * 3.0 - 4.0) / 5.0
+
+    replayed = tg.replay(chain)
+    for seed in range(3):
+        x = tg.tensor(np.random.default_rng(seed).standard_normal((64, 64)).astype(np.float32))
+        assert_same(replayed(x), chain(x))
+    # Each op after the first writes over the buffer of the one before it, which just died.
+    assert replayed.sources()[0].count("out=") == 4
+
+
+def test_a_buffer_read_later_through_a_view_is_not_reused() -> None:
+    def with_view(x: Tensor) -> tuple[Tensor, Tensor]:
+        a = x * 2.0
+        head = a[:2]  # a view of a's memory, read after a's own last use
+        b = a + 1.0
+        c = b * 3.0
+        return c, head * 5.0
+
+    replayed = tg.replay(with_view)
+    for seed in range(3):
+        x = tg.tensor(np.random.default_rng(seed).standard_normal((4, 8)).astype(np.float32))
+        assert_same(replayed(x), with_view(x))
+
+
+def test_an_output_is_never_written_over() -> None:
+    def two_outputs(x: Tensor) -> tuple[Tensor, Tensor]:
+        a = x * 2.0
+        b = (a + 1.0) * 3.0
+        return a, b
+
+    replayed = tg.replay(two_outputs)
+    results = []
+    for seed in range(3):
+        x = tg.tensor(np.random.default_rng(seed).standard_normal((8, 8)).astype(np.float32))
+        results.append((replayed(x), x))
+        assert_same(results[-1][0], two_outputs(x))
+    for (a, b), x in results:  # earlier results are untouched by later calls
+        assert_same((a, b), two_outputs(x))
