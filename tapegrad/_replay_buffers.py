@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from ._traced import Container, Instruction, Ref, slots_touched
+from ._traced import Const, Container, Instruction, Ref, Template, slots_touched
 
 
 def _ufunc_of(ins: Instruction) -> np.ufunc | None:
@@ -95,3 +95,111 @@ def _reusable(value: np.ndarray) -> bool:
 
 def _fit_key(value: Any) -> tuple[Any, ...]:
     return (value.shape, value.dtype)
+
+
+def _part(buffer: np.ndarray, start: int, stop: int, shape: tuple[int, ...]) -> np.ndarray:
+    """``buffer[start:stop]`` shaped as ``shape``: where one piece of a concatenation goes."""
+    return buffer[start:stop].reshape(shape)
+
+
+def write_into_concatenations(
+    instructions: Sequence[Instruction], values: list[Any], kept: set[int]
+) -> list[Instruction]:
+    """Make the pieces of a flat concatenation write straight into it.
+
+    An optimizer flattens the gradients with ``concatenate([g.reshape(-1) ...])``.
+    When each piece is made by a plain ufunc call (``matmul``) or a ``sum``
+    and read by nothing but its reshape, the replay allocates the flat array
+    first and has each piece computed into its place, as a fused optimizer
+    does: one pass over the gradients fewer. ``values`` is updated to match.
+    """
+    readers: dict[int, int] = {}
+    defined_at: dict[int, int] = {}
+    for i, ins in enumerate(instructions):
+        for s in ins.outs:
+            defined_at[s] = i
+        for s in slots_touched(ins) - set(ins.outs):
+            readers[s] = readers.get(s, 0) + 1
+    dropped: set[int] = set()
+    before: dict[int, list[Instruction]] = {}
+    replaced: dict[int, Instruction] = {}
+    for i, ins in enumerate(instructions):
+        plan = _concatenation_plan(ins, instructions, values, kept, readers, defined_at)
+        if plan is None:
+            continue
+        out = ins.outs[0]
+        flat = values[out]
+        first = min(defined_at[p] for p, _ in plan)
+        before.setdefault(first, []).append(
+            Instruction("call", np.empty, (Const(flat.shape), Const(flat.dtype)), outs=(out,))
+        )
+        start = 0
+        for producer, reshape_at in plan:
+            piece = values[producer]
+            stop = start + piece.size
+            view_slot = len(values)
+            values.append(flat[start:stop].reshape(piece.shape))
+            values[producer] = values[view_slot]
+            at = defined_at[producer]
+            before.setdefault(at, []).append(Instruction(
+                "call", _part, (Ref(out), Const(start), Const(stop), Const(piece.shape)),
+                outs=(view_slot,),
+            ))
+            target: Template = Ref(view_slot)
+            if instructions[at].kind == "call":  # a ufunc takes its outputs as a tuple
+                target = Container(tuple, (target,))
+            replaced[at] = attrs.evolve(
+                instructions[at], kwargs=(*instructions[at].kwargs, ("out", target)), effect=True
+            )
+            dropped.add(reshape_at)
+            start = stop
+        dropped.add(i)
+    if not dropped:
+        return list(instructions)
+    result: list[Instruction] = []
+    for i, ins in enumerate(instructions):
+        result.extend(before.get(i, ()))
+        if i not in dropped:
+            result.append(replaced.get(i, ins))
+    return result
+
+
+def _concatenation_plan(
+    ins: Instruction,
+    instructions: Sequence[Instruction],
+    values: Sequence[Any],
+    kept: set[int],
+    readers: dict[int, int],
+    defined_at: dict[int, int],
+) -> list[tuple[int, int]] | None:
+    """For a rewritable 1-d concatenation: each piece's producer slot and reshape index."""
+    if ins.fn is not np.concatenate or ins.kwargs or len(ins.args) != 1 or len(ins.outs) != 1:
+        return None
+    pieces = ins.args[0]
+    flat = values[ins.outs[0]]
+    if not isinstance(pieces, Container) or not isinstance(flat, np.ndarray) or flat.ndim != 1:
+        return None
+    plan = []
+    for item in pieces.items:
+        if not isinstance(item, Ref) or readers.get(item.slot) != 1 or item.slot not in defined_at:
+            return None
+        reshape_at = defined_at[item.slot]
+        reshape = instructions[reshape_at]
+        if reshape.kind != "method" or reshape.fn != "reshape" or len(reshape.args) != 2:
+            return None
+        source, size = reshape.args
+        if not isinstance(source, Ref) or not (isinstance(size, Const) and size.value == -1):
+            return None
+        producer = source.slot
+        value = values[producer]
+        if (
+            producer in kept or readers.get(producer) != 1 or producer not in defined_at
+            or not isinstance(value, np.ndarray) or value.dtype != flat.dtype or not _reusable(value)
+        ):
+            return None
+        made_by = instructions[defined_at[producer]]
+        is_sum = made_by.kind == "method" and made_by.fn == "sum" and all(k == "axis" for k, _ in made_by.kwargs)
+        if _ufunc_of(made_by) is None and not is_sum:
+            return None
+        plan.append((producer, reshape_at))
+    return plan

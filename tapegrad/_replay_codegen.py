@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._replay_buffers import reuse_buffers
+from ._replay_buffers import reuse_buffers, write_into_concatenations
 from ._traced import (
     Const,
     Container,
@@ -136,6 +136,7 @@ def compile_recording(
     for t, _ in outputs:
         template_slots(t, kept)
     instructions = _live(recording.instructions, kept)
+    instructions = write_into_concatenations(instructions, recording.values, kept)
     instructions = reuse_buffers(instructions, recording.values, kept | set(recording.input_slots))
     last = _last_uses(instructions)
     lines = []

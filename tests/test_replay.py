@@ -848,3 +848,22 @@ def test_an_output_is_never_written_over() -> None:
         assert_same(results[-1][0], two_outputs(x))
     for (a, b), x in results:  # earlier results are untouched by later calls
         assert_same((a, b), two_outputs(x))
+
+
+def test_gradients_are_computed_straight_into_the_optimizers_flat_buffer() -> None:
+    model = nn.MLP(SIZES)
+    opt = optim.adam(1e-3)
+    step = tg.replay(make_step(model, opt))
+    params = model.init(tg.random.key(5))
+    state = opt.init(params)
+    for x, y in DATA[:3]:
+        params, state, _ = step(params, state, x, y)
+    source = step.sources()[-1]
+    # Once the parameters arrive as one buffer, nothing is concatenated: each weight and
+    # bias gradient is written into its place in the flat gradient (a matmul or a sum
+    # with out=), as a fused optimizer would.
+    last = list(step._cache.values())[-1]
+    called = [v for v in last.run.__globals__.values() if callable(v)]
+    assert np.concatenate not in called
+    assert np.empty in called
+    assert source.count(".sum(axis=0, out=") == 3
