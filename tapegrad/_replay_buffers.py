@@ -103,15 +103,17 @@ def _part(buffer: np.ndarray, start: int, stop: int, shape: tuple[int, ...]) -> 
 
 
 def write_into_concatenations(
-    instructions: Sequence[Instruction], values: list[Any], kept: set[int]
+    instructions: Sequence[Instruction], values: list[Any]
 ) -> list[Instruction]:
     """Make the pieces of a flat concatenation write straight into it.
 
     An optimizer flattens the gradients with ``concatenate([g.reshape(-1) ...])``.
-    When each piece is made by a plain ufunc call (``matmul``) or a ``sum``
-    and read by nothing but its reshape, the replay allocates the flat array
-    first and has each piece computed into its place, as a fused optimizer
-    does: one pass over the gradients fewer. ``values`` is updated to match.
+    When each piece is made by a plain ufunc call (``matmul``) or a ``sum``,
+    the replay allocates the flat array first and has each piece computed
+    into its place, as a fused optimizer does: one pass over the gradients
+    fewer. A piece read elsewhere too (or returned) then shares memory with
+    the flat array, so nothing may write into that array afterwards.
+    ``values`` is updated to match.
     """
     readers: dict[int, int] = {}
     defined_at: dict[int, int] = {}
@@ -124,8 +126,8 @@ def write_into_concatenations(
     before: dict[int, list[Instruction]] = {}
     replaced: dict[int, Instruction] = {}
     for i, ins in enumerate(instructions):
-        plan = _concatenation_plan(ins, instructions, values, kept, readers, defined_at)
-        if plan is None:
+        plan = _concatenation_plan(ins, instructions, values, readers, defined_at)
+        if plan is None or _written_after(i, instructions, values):
             continue
         out = ins.outs[0]
         flat = values[out]
@@ -164,11 +166,17 @@ def write_into_concatenations(
     return result
 
 
+def _written_after(at: int, instructions: Sequence[Instruction], values: Sequence[Any]) -> bool:
+    """Whether anything after instruction ``at`` may write into the array it made, or a view of it."""
+    flat = values[instructions[at].outs[0]]
+    memory = {s for s, v in enumerate(values) if v is flat or getattr(v, "base", None) is flat}
+    return any(ins.effect and slots_touched(ins) & memory for ins in instructions[at + 1:])
+
+
 def _concatenation_plan(
     ins: Instruction,
     instructions: Sequence[Instruction],
     values: Sequence[Any],
-    kept: set[int],
     readers: dict[int, int],
     defined_at: dict[int, int],
 ) -> list[tuple[int, int]] | None:
@@ -193,8 +201,8 @@ def _concatenation_plan(
         producer = source.slot
         value = values[producer]
         if (
-            producer in kept or readers.get(producer) != 1 or producer not in defined_at
-            or not isinstance(value, np.ndarray) or value.dtype != flat.dtype or not _reusable(value)
+            producer not in defined_at or not isinstance(value, np.ndarray)
+            or value.dtype != flat.dtype or not _reusable(value)
         ):
             return None
         made_by = instructions[defined_at[producer]]

@@ -867,3 +867,19 @@ def test_gradients_are_computed_straight_into_the_optimizers_flat_buffer() -> No
     assert np.concatenate not in called
     assert np.empty in called
     assert source.count(".sum(axis=0, out=") == 3
+
+
+def test_a_returned_piece_of_a_concatenation_written_in_place_later_keeps_its_values() -> None:
+    def pieces(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        first = np.matmul(a.data, b.data)
+        second = a.data.sum(axis=0)
+        flat = np.concatenate([first.reshape(-1), second.reshape(-1)])
+        flat *= 2.0  # were `first` written into `flat`, this would double it too
+        return Tensor(first), Tensor(flat)
+
+    replayed = tg.replay(pieces)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        a = tg.tensor(rng.standard_normal((3, 3)).astype(np.float32))
+        b = tg.tensor(rng.standard_normal((3, 3)).astype(np.float32))
+        assert_same(replayed(a, b), pieces(a, b))
