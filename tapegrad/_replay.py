@@ -23,7 +23,8 @@ import attrs
 import numpy as np
 
 from . import _tree
-from ._flat import Layout, flat_run, split
+from ._flat import split
+from ._replay_signature import Binding, bind, compile_guard
 from ._replay_codegen import GuardFailed, compile_recording
 from ._tape import _ACTIVE
 from ._tensor import Tensor
@@ -39,6 +40,7 @@ class _Entry:
     outputs: _tree.TreeDef
     writes_inputs: bool
     source: str
+    guard: Callable[[Any], list[Any] | None] | None
 
 
 class Replayed(Generic[P, R]):
@@ -47,6 +49,8 @@ class Replayed(Generic[P, R]):
     def __init__(self, fn: Callable[P, R]) -> None:
         self._fn = fn
         self._cache: dict[Hashable, _Entry] = {}
+        # The last signature seen, checked first by its generated guard.
+        self._guard: tuple[Callable[[Any], list[Any] | None], _Entry] | None = None
         self.traces = 0
         self.replays = 0
         self.eager_calls = 0
@@ -59,50 +63,28 @@ class Replayed(Generic[P, R]):
                 "records nothing on it, so its gradients would be lost. Call it outside the "
                 "tape, or open the tape inside the replayed function."
             )
-        leaves, treedef = _tree.flatten((args, kwargs))
-        arrays: list[Any] = []
-        signature: list[Hashable] = [treedef]
-        flat_runs: dict[int, Layout] = {}
-        # The same tensor (or array) passed twice is one input, as tied
-        # weights must be: which leaves repeat is part of the signature.
-        first_seen: dict[int, int] = {}
-        datas = [leaf.data if type(leaf) is Tensor else leaf for leaf in leaves]
-        i, n = 0, len(leaves)
-        while i < n:
-            leaf, data = leaves[i], datas[i]
-            if type(data) is np.ndarray:
-                seen = first_seen.setdefault(id(leaf), i)
-                if seen != i:
-                    signature.append(seen)
-                    i += 1
-                    continue
-                # Views of one buffer (an optimizer's output) go in as that
-                # buffer, so the replay does not concatenate them again.
-                run = flat_run(datas, i) if data.base is not None else None
-                if run is not None and all(id(x) not in first_seen for x in leaves[i + 1:i + len(run[1])]):
-                    base, layout = run
-                    arrays.append(base)
-                    signature.append((layout, base.dtype, base.strides))
-                    flat_runs[i] = layout
-                    for k in range(i + 1, i + len(layout)):
-                        first_seen[id(leaves[k])] = k
-                    i += len(layout)
-                    continue
-                arrays.append(data)
-                signature.append((data.shape, data.dtype, data.strides))
-            elif type(data) is Traced:  # called inside another trace: be part of it
-                return self._fn(*args, **kwargs)
-            elif isinstance(leaf, Tensor):  # a device array: nothing to replay on the host
+        call = (args, kwargs)
+        guard = self._guard
+        if guard is not None:
+            arrays = guard[0](call)
+            if arrays is not None:
+                return self._replay(guard[1], arrays, args, kwargs)
+        leaves, treedef = _tree.flatten(call)
+        binding = bind(leaves, treedef)
+        if binding is None:  # on a device, or inside another replay's trace
+            if not any(isinstance(getattr(leaf, "data", None), Traced) for leaf in leaves):
                 self.eager_calls += 1
-                return self._fn(*args, **kwargs)
-            else:
-                signature.append(_static_key(leaf))
-            i += 1
-        key = tuple(signature)
-        entry = self._cache.get(key)
+            return self._fn(*args, **kwargs)
+        entry = self._cache.get(binding.key)
         if entry is None:
-            result, self._cache[key] = self._trace(leaves, treedef, flat_runs)
+            result, entry = self._trace(leaves, treedef, binding)
+            self._cache[binding.key] = entry
+            self._guard = (entry.guard, entry) if entry.guard is not None else None
             return result
+        self._guard = (entry.guard, entry) if entry.guard is not None else None
+        return self._replay(entry, binding.arrays, args, kwargs)
+
+    def _replay(self, entry: _Entry, arrays: list[Any], args: Any, kwargs: Any) -> R:
         try:
             outs = entry.run(*arrays)
         except GuardFailed:
@@ -117,9 +99,8 @@ class Replayed(Generic[P, R]):
         self.replays += 1
         return entry.outputs.unflatten(outs)  # type: ignore[no-any-return]
 
-    def _trace(
-        self, leaves: list[Any], treedef: _tree.TreeDef, flat_runs: dict[int, Layout]
-    ) -> tuple[R, _Entry]:
+    def _trace(self, leaves: list[Any], treedef: _tree.TreeDef, binding: Binding) -> tuple[R, _Entry]:
+        flat_runs = {i: role.layout for i, role in enumerate(binding.leaves) if role.role == "buffer"}
         recording = Recording()
         traced_leaves: list[Any] = []
         stand_ins: dict[int, Any] = {}  # id(leaf) -> its traced stand-in, one per object
@@ -145,7 +126,7 @@ class Replayed(Generic[P, R]):
         out_leaves, out_def = _tree.flatten(result)
         outputs = [_output(recording, leaf) for leaf in out_leaves]
         run, source = compile_recording(recording, outputs, _function_name(self._fn))
-        entry = _Entry(run, out_def, recording.writes_inputs, source)
+        entry = _Entry(run, out_def, recording.writes_inputs, source, compile_guard(treedef, binding))
         self.traces += 1
         values = [_value(recording, template, wrapper) for template, wrapper in outputs]
         recording.release()
@@ -163,6 +144,7 @@ class Replayed(Generic[P, R]):
     def clear(self) -> None:
         """Forget every recording; the next call traces again."""
         self._cache.clear()
+        self._guard = None
 
 
 def replay(fn: Callable[P, R]) -> Replayed[P, R]:
@@ -195,24 +177,6 @@ def replay(fn: Callable[P, R]) -> Replayed[P, R]:
     (Tensor([ 1.2, -0.6], dtype=float32, device=cpu), 0.0, 1, 1)
     """
     return Replayed(fn)
-
-
-def _static_key(leaf: Any) -> Hashable:
-    if isinstance(leaf, Traced):
-        raise ReplayError("replay: a replayed function was called with a traced value from another trace")
-    try:
-        hash(leaf)
-    except TypeError:
-        raise ReplayError(
-            f"replay: an argument leaf of type {type(leaf).__name__} is neither an array nor "
-            "hashable, so it cannot be part of the replay's signature; pass arrays as Tensors "
-            "and other settings as hashable values"
-        ) from None
-    if type(leaf) is float:  # -0.0 == 0.0 and nan != nan, but neither replays as the other
-        return (float, leaf.hex())
-    if type(leaf) is complex:
-        return (complex, leaf.real.hex(), leaf.imag.hex())
-    return (type(leaf), leaf)
 
 
 def _output(recording: Recording, leaf: Any) -> tuple[Template, Any]:

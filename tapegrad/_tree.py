@@ -31,6 +31,10 @@ class _NodeType:
     unflatten: Unflatten
     # How one child's key reads in a path, given the node's aux data and position.
     key: Callable[[Hashable, int], str]
+    # How generated code can read the children: "items" (by position), "keys"
+    # (a dict's), "attributes" (named by the aux data), "none", or None when
+    # only the node's own flatten function knows (a class given to `register`).
+    access: str | None = None
 
 
 def _index_key(aux: Hashable, i: int) -> str:
@@ -54,10 +58,10 @@ def _flatten_dict(d: dict[Any, Any]) -> tuple[list[Any], Hashable]:
 
 
 _NODES: dict[type, _NodeType] = {
-    tuple: _NodeType(lambda t: (t, None), lambda aux, c: tuple(c), _index_key),
-    list: _NodeType(lambda t: (t, None), lambda aux, c: list(c), _index_key),
-    dict: _NodeType(_flatten_dict, lambda aux, c: dict(zip(aux, c)), _dict_key),  # type: ignore[call-overload]
-    type(None): _NodeType(lambda t: ((), None), lambda aux, c: None, _index_key),
+    tuple: _NodeType(lambda t: (t, None), lambda aux, c: tuple(c), _index_key, "items"),
+    list: _NodeType(lambda t: (t, None), lambda aux, c: list(c), _index_key, "items"),
+    dict: _NodeType(_flatten_dict, lambda aux, c: dict(zip(aux, c)), _dict_key, "keys"),  # type: ignore[call-overload]
+    type(None): _NodeType(lambda t: ((), None), lambda aux, c: None, _index_key, "none"),
 }
 _LEAF_TYPES: set[type] = set()
 
@@ -89,7 +93,7 @@ def _node_type(cls: type) -> _NodeType | None:
         return node
     if issubclass(cls, tuple) and hasattr(cls, "_fields"):  # a named tuple
         fields = tuple(cls._fields)
-        node = _NodeType(lambda t: (t, fields), lambda aux, c: cls(*c), _field_key)
+        node = _NodeType(lambda t: (t, fields), lambda aux, c: cls(*c), _field_key, "items")
     elif attrs.has(cls):
         fields = attrs.fields(cls)
         names = tuple(f.name for f in fields)
@@ -108,6 +112,7 @@ def _node_type(cls: type) -> _NodeType | None:
             (lambda obj: ((get(obj),), names)) if single else (lambda obj: (get(obj), names)),
             rebuild,
             _field_key,
+            "attributes",
         )
     else:
         _LEAF_TYPES.add(cls)
@@ -164,6 +169,12 @@ _INTERNED: dict[tuple[type, Hashable, tuple[TreeDef, ...]], TreeDef] = {}
 # methods the same way). Keyed by id: interned structures live for good.
 _BUILDERS: dict[int, Callable[[list[Any]], Any]] = {}
 _MAX_GENERATED_LEAVES = 4096
+
+
+def access_of(cls: type) -> str | None:
+    """How generated code can read a node's children (see `_NodeType.access`)."""
+    node = _node_type(cls)
+    return None if node is None else node.access
 
 
 def _compile_builder(treedef: TreeDef) -> Callable[[list[Any]], Any]:

@@ -883,3 +883,60 @@ def test_a_returned_piece_of_a_concatenation_written_in_place_later_keeps_its_va
         a = tg.tensor(rng.standard_normal((3, 3)).astype(np.float32))
         b = tg.tensor(rng.standard_normal((3, 3)).astype(np.float32))
         assert_same(replayed(a, b), pieces(a, b))
+
+
+# ---- 11. the generated guard of the last signature ----------------------------------------------
+
+
+def weighted(tree: Any, scale: float = 1.0) -> Tensor:
+    """A function of every leaf of ``tree``, position-dependent, so a swap shows."""
+    total = tg.tensor(0.0)
+    for i, leaf in enumerate(tg.tree.leaves(tree)):
+        if isinstance(leaf, Tensor):
+            total = total + (leaf * float(i + 1)).sum()
+    return total * scale
+
+
+def weighted_and_gradient(tree: Any, scale: float = 1.0) -> tuple[Tensor, Any]:
+    """`weighted` and its gradient: a tensor passed twice gets the sum of both parts."""
+    with tg.Tape() as tape:
+        total = weighted(tree, scale)
+    return total, tape.gradient(total, tree, unconnected="none")
+
+
+def _t(values: list[float]) -> Tensor:
+    return tg.tensor(np.asarray(values, np.float32))
+
+
+GUARD_CASES: dict[str, tuple[Callable[[], tuple[Any, ...]], Callable[[], tuple[Any, ...]]]] = {
+    "tied-vs-untied": (
+        lambda: ((lambda w: {"a": w, "b": w})(_t([1.0, 2.0])),),
+        lambda: ({"a": _t([1.0, 2.0]), "b": _t([3.0, 4.0])},),
+    ),
+    "dict-keys": (lambda: ({"a": _t([1.0]), "b": _t([2.0])},), lambda: ({"a": _t([1.0]), "c": _t([2.0])},)),
+    "tuple-length": (lambda: ((_t([1.0]), _t([2.0])),), lambda: ((_t([1.0]), _t([2.0]), _t([3.0])),)),
+    "list-vs-tuple": (lambda: ([_t([1.0]), _t([2.0])],), lambda: ((_t([1.0]), _t([2.0])),)),
+    "static-scale": (lambda: ((_t([1.0]),), 2.0), lambda: ((_t([1.0]),), 3.0)),
+    "strides": (
+        lambda: (tg.tensor(np.arange(6, dtype=np.float32).reshape(2, 3)),),
+        lambda: (tg.tensor(np.arange(6, dtype=np.float32).reshape(3, 2).T),),
+    ),
+    "dtype": (lambda: (_t([1.0, 2.0]),), lambda: (tg.tensor(np.asarray([1.0, 2.0])),)),
+    "attrs-class": (
+        lambda: (nn.LinearParams(_t([1.0]), _t([2.0])),),
+        lambda: (nn.LinearParams(_t([1.0]), None),),
+    ),
+}
+
+
+@pytest.mark.parametrize(("first", "second"), GUARD_CASES.values(), ids=GUARD_CASES.keys())
+def test_alternating_signatures_each_replay_their_own_recording(
+    first: Callable[[], tuple[Any, ...]], second: Callable[[], tuple[Any, ...]]
+) -> None:
+    replayed = tg.replay(weighted_and_gradient)
+    for _ in range(3):
+        for make in (first, second):
+            args = make()
+            assert_same(replayed(*args), weighted_and_gradient(*args))
+    assert replayed.traces == 2
+    assert replayed.replays == 4
