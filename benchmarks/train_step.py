@@ -35,8 +35,6 @@ def _set_threads(n: int) -> None:
 
 def build_systems(batch: int, seed: int = 0) -> tuple[dict[str, Callable[[], float]], Any]:
     """One zero-argument step function per system, all from the same weights and batch."""
-    import numpy as np
-
     import tapegrad as tg
     from tapegrad import torchlike as tl
     from tapegrad.nn import MLP, LinearParams, cross_entropy
@@ -44,12 +42,7 @@ def build_systems(batch: int, seed: int = 0) -> tuple[dict[str, Callable[[], flo
     sys.path.insert(0, str(HERE))
     from numpy_reference import SIZES, HandWrittenMLP
 
-    rng = np.random.default_rng(seed)
-    weights = [(rng.standard_normal((i, o)) * np.sqrt(2 / i)).astype(np.float32)
-               for i, o in zip(SIZES[:-1], SIZES[1:])]
-    biases = [np.zeros(o, np.float32) for o in SIZES[1:]]
-    x_np = rng.random((batch, SIZES[0]), dtype=np.float32)
-    y_np = rng.integers(0, SIZES[-1], batch)
+    weights, biases, x_np, y_np = make_inputs(batch, seed)
     systems: dict[str, Callable[[], float]] = {}
 
     # tapegrad, functional
@@ -112,26 +105,50 @@ def build_systems(batch: int, seed: int = 0) -> tuple[dict[str, Callable[[], flo
     systems["numpy"] = lambda: hand.step(x_np, y_np)
 
     # PyTorch eager
+    systems.update(torch_systems(weights, biases, x_np, y_np, "cpu"))
+    return systems, (x_np, y_np)
+
+
+def make_inputs(batch: int, seed: int = 0) -> tuple[list[Any], list[Any], Any, Any]:
+    """The seed MLP's float32 weights (He-scaled), zero biases, and one random batch."""
+    import numpy as np
+
+    from numpy_reference import SIZES
+
+    rng = np.random.default_rng(seed)
+    weights = [(rng.standard_normal((i, o)) * np.sqrt(2 / i)).astype(np.float32)
+               for i, o in zip(SIZES[:-1], SIZES[1:])]
+    biases = [np.zeros(o, np.float32) for o in SIZES[1:]]
+    x_np = rng.random((batch, SIZES[0]), dtype=np.float32)
+    y_np = rng.integers(0, SIZES[-1], batch)
+    return weights, biases, x_np, y_np
+
+
+def torch_systems(weights: list[Any], biases: list[Any], x_np: Any, y_np: Any, device: str) -> dict[str, Callable[[], float]]:
+    """PyTorch eager with default and fused Adam on ``device``; none if torch is missing."""
     torch: Any
     try:
         import torch
     except ImportError:
-        torch = None
-    if torch is not None:
+        return {}
+    if device == "cpu":
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        xt, yt = torch.from_numpy(x_np), torch.from_numpy(y_np)
-        for name, fused in (("torch", False), ("torch_fused_adam", True)):
-            tnet = torch.nn.Sequential(
-                torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
-                torch.nn.ReLU(), torch.nn.Linear(64, 10))
-            with torch.no_grad():
-                linears: list[Any] = [tnet[0], tnet[2], tnet[4]]
-                for lin, w, b in zip(linears, weights, biases):
-                    lin.weight.copy_(torch.from_numpy(w.T.copy()))
-                    lin.bias.copy_(torch.from_numpy(b))
-            topt = torch.optim.Adam(tnet.parameters(), lr=1e-3, fused=fused or None)
-            systems[name] = _torch_step(torch, tnet, topt, xt, yt)
-    return systems, (x_np, y_np)
+    elif not torch.cuda.is_available():
+        return {}
+    xt, yt = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+    systems = {}
+    for name, fused in (("torch", False), ("torch_fused_adam", True)):
+        tnet = torch.nn.Sequential(
+            torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
+            torch.nn.ReLU(), torch.nn.Linear(64, 10)).to(device)
+        with torch.no_grad():
+            linears: list[Any] = [tnet[0], tnet[2], tnet[4]]
+            for lin, w, b in zip(linears, weights, biases):
+                lin.weight.copy_(torch.from_numpy(w.T.copy()))
+                lin.bias.copy_(torch.from_numpy(b))
+        topt = torch.optim.Adam(tnet.parameters(), lr=1e-3, fused=fused or None)
+        systems[name] = _torch_step(torch, tnet, topt, xt, yt)
+    return systems
 
 
 def _torch_step(torch: Any, net: Any, opt: Any, x: Any, y: Any) -> Callable[[], float]:
