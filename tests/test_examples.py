@@ -92,6 +92,15 @@ def test_full_default_run_reaches_92_percent(mnist: ModuleType, capsys: pytest.C
         assert leaf.dtype == np.float32
 
 
+def test_the_replayed_run_is_the_eager_run_bit_for_bit(mnist: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--data-dir", str(DATA), "--quiet", "--no-plot", "--epochs", "2", "--train-size", "1000"]
+    replayed = mnist.main(common)
+    eager = mnist.main([*common, "--no-replay"])
+    assert replayed["history"] == eager["history"]
+    for a, b in zip(tg.tree.leaves(replayed["params"]), tg.tree.leaves(eager["params"])):
+        assert np.array_equal(a.numpy(), b.numpy())
+
+
 # ---- (c) resuming gives exactly the uninterrupted run ---------------------------------------------------
 
 

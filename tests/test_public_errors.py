@@ -44,6 +44,25 @@ def _mismatched_state() -> None:
     opt.update(params, opt.init({"w": tg.tensor([1.0])}), params)
 
 
+def _item_inside_replay() -> None:
+    tg.replay(lambda x: (x * 2.0).sum().item())(tg.tensor([1.0, 2.0]))
+
+
+def _replay_under_a_tape() -> None:
+    double = tg.replay(lambda x: x * 2.0)
+    with tg.Tape():
+        double(tg.tensor([1.0]))
+
+
+def _replay_writes_into_untraced_memory() -> None:
+    def step(x: tg.Tensor) -> tg.Tensor:
+        buffer = np.empty(x.shape, x.dtype)
+        np.multiply(x.data, 2.0, out=buffer)
+        return tg.Tensor(buffer)
+
+    tg.replay(step)(tg.tensor([1.0]))
+
+
 MISUSES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("a list where a Tensor is expected", lambda: tg.exp([1.0, 2.0]), TypeError,  # type: ignore[arg-type]
      "`exp`: x must be a Tensor, a Python number or an array, got list; wrap it with tapegrad.tensor(...)"),
@@ -103,6 +122,19 @@ MISUSES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
      "`sum`: axis 2 is out of range for a tensor with 2 dimensions"),
     ("a float index", lambda: _zeros(3)[1.0], TypeError,
      "`getitem`: a float is not a valid index; use an int"),
+    ("reading a value as a Python number inside a replayed function", _item_inside_replay, tg.ReplayError,
+     "replay: x.item() turns the value into a Python number inside a replayed function: the value "
+     "would be frozen into the replay. Do it outside the replayed function (return the array and "
+     "convert it there), or run this function without replay."),
+    ("calling a replayed function under a recording tape", _replay_under_a_tape, tg.ReplayError,
+     "replay: a replayed function was called while a Tape is recording; a replay records nothing on "
+     "it, so its gradients would be lost. Call it outside the tape, or open the tape inside the "
+     "replayed function."),
+    ("writing into np.empty(...) memory inside a replayed function", _replay_writes_into_untraced_memory,
+     tg.ReplayError,
+     "replay: an operation writes its result into an array that was created without the function's "
+     "traced arguments (for example by np.empty(shape)), so a replay would overwrite the same memory "
+     "every call; allocate it with np.empty_like(x) from a traced array instead"),
 ]
 
 

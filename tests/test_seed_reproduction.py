@@ -148,7 +148,8 @@ def test_seed_script_reproduces_the_articles_numbers(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_torchstyle_example_reproduces_the_articles_numbers(tmp_path: Path) -> None:
-    output = run([str(TORCHSTYLE), "--data-dir", str(DATA), "--quiet", "--no-plot"], cwd=tmp_path)
+@pytest.mark.parametrize("extra", [[], ["--replay"]], ids=["eager", "replayed"])
+def test_torchstyle_example_reproduces_the_articles_numbers(tmp_path: Path, extra: list[str]) -> None:
+    output = run([str(TORCHSTYLE), "--data-dir", str(DATA), "--quiet", "--no-plot", *extra], cwd=tmp_path)
     assert_reproduces_the_article(output)
     assert list(tmp_path.iterdir()) == []  # --no-plot wrote nothing
