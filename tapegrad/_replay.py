@@ -122,13 +122,21 @@ class Replayed(Generic[P, R]):
                 continue
             traced_leaves.append(stand_ins[id(leaf)])
         args, kwargs = treedef.unflatten(traced_leaves)
+        random_state = np.random.get_state(legacy=False)
         result = self._fn(*args, **kwargs)
+        if not _same_random_state(random_state, np.random.get_state(legacy=False)):
+            raise ReplayError(
+                "replay: the function drew numbers from NumPy's global random generator "
+                "(np.random.*), which a replay would freeze at this call's draw; draw them outside "
+                "and pass them in as an argument"
+            )
         out_leaves, out_def = _tree.flatten(result)
         outputs = [_output(recording, leaf) for leaf in out_leaves]
+        # The call's own results, read before compiling: its passes rewrite the trace's values.
+        values = [_value(recording, template, wrapper) for template, wrapper in outputs]
         run, source = compile_recording(recording, outputs, _function_name(self._fn))
         entry = _Entry(run, out_def, recording.writes_inputs, source, compile_guard(treedef, binding))
         self.traces += 1
-        values = [_value(recording, template, wrapper) for template, wrapper in outputs]
         recording.release()
         return out_def.unflatten(values), entry
 
@@ -185,7 +193,8 @@ def _output(recording: Recording, leaf: Any) -> tuple[Template, Any]:
         data: Any = leaf.data
         if type(data) is Traced:
             return Ref(data.slot), Tensor
-        return Const(data), Tensor
+        # Eagerly each call makes its own array; a replay copies the constant.
+        return Const(data), _fresh_tensor
     if type(leaf) is Traced:
         return Ref(leaf.slot), None
     if leaf is None or isinstance(leaf, bool | int | float | complex | str):
@@ -208,6 +217,14 @@ def _output(recording: Recording, leaf: Any) -> tuple[Template, Any]:
 def _value(recording: Recording, template: Template, wrapper: Any) -> Any:
     value = recording.values[template.slot] if isinstance(template, Ref) else template.value  # type: ignore[union-attr]
     return value if wrapper is None else wrapper(value)
+
+
+def _fresh_tensor(data: Any) -> Tensor:
+    return Tensor(data.copy())
+
+
+def _same_random_state(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["state"]["pos"] == b["state"]["pos"] and bool(np.array_equal(a["state"]["key"], b["state"]["key"]))
 
 
 def _function_name(fn: Callable[..., Any]) -> str:

@@ -44,20 +44,13 @@ def reuse_buffers(
     memory must never be reused (the inputs and the outputs). An output may
     itself be written into a dead buffer, which it then keeps.
     """
-    # Group slots by the memory they live in: a view belongs to its base.
-    owner_slot = {id(v): s for s, v in enumerate(values) if isinstance(v, np.ndarray) and v.base is None}
-    group_of: dict[int, int] = {}
-    for s, v in enumerate(values):
-        if isinstance(v, np.ndarray):
-            root = v if v.base is None else v.base
-            if id(root) in owner_slot:
-                group_of[s] = owner_slot[id(root)]
-    pinned = {group_of[s] for s in fixed if s in group_of}
+    groups = memory_groups(values)
+    pinned = {g for s in fixed for g in groups.get(s, ())}
     death: dict[int, int] = {}
     for i, ins in enumerate(instructions):
         for s in slots_touched(ins):
-            if s in group_of:
-                death[group_of[s]] = i
+            for g in groups.get(s, ()):
+                death[g] = i
 
     physical: dict[int, int] = {}  # group -> the slot whose memory it now uses
     free: dict[tuple[Any, ...], list[int]] = {}
@@ -88,6 +81,26 @@ def reuse_buffers(
     return rewritten
 
 
+def memory_groups(values: Sequence[Any]) -> dict[int, set[int]]:
+    """For each slot holding an array, the slots of the buffers (owning arrays) it lives in.
+
+    A view belongs to its base. A view whose base is not a traced array (an
+    ``as_strided`` view's base is a NumPy stand-in object) belongs to every
+    buffer whose memory it may share.
+    """
+    owners = {id(v): s for s, v in enumerate(values) if isinstance(v, np.ndarray) and v.base is None}
+    groups: dict[int, set[int]] = {}
+    for s, v in enumerate(values):
+        if not isinstance(v, np.ndarray):
+            continue
+        root = v if v.base is None else v.base
+        if id(root) in owners:
+            groups[s] = {owners[id(root)]}
+        else:
+            groups[s] = {o for o in owners.values() if np.may_share_memory(v, values[o])}
+    return groups
+
+
 def _reusable(value: np.ndarray) -> bool:
     """Whether ``value`` owns plain C-ordered memory that an op could write its result into."""
     return value.base is None and value.flags.c_contiguous and value.flags.writeable
@@ -103,7 +116,7 @@ def _part(buffer: np.ndarray, start: int, stop: int, shape: tuple[int, ...]) -> 
 
 
 def write_into_concatenations(
-    instructions: Sequence[Instruction], values: list[Any]
+    instructions: Sequence[Instruction], values: list[Any], kept: set[int]
 ) -> list[Instruction]:
     """Make the pieces of a flat concatenation write straight into it.
 
@@ -125,10 +138,14 @@ def write_into_concatenations(
     dropped: set[int] = set()
     before: dict[int, list[Instruction]] = {}
     replaced: dict[int, Instruction] = {}
+    claimed: set[int] = set()  # producers already writing into an earlier concatenation
     for i, ins in enumerate(instructions):
         plan = _concatenation_plan(ins, instructions, values, readers, defined_at)
-        if plan is None or _written_after(i, instructions, values):
+        if plan is None or claimed.intersection(p for p, _ in plan):
             continue
+        if _shared_after(i, plan, instructions, values, kept):
+            continue
+        claimed.update(p for p, _ in plan)
         out = ins.outs[0]
         flat = values[out]
         first = min(defined_at[p] for p, _ in plan)
@@ -166,11 +183,31 @@ def write_into_concatenations(
     return result
 
 
-def _written_after(at: int, instructions: Sequence[Instruction], values: Sequence[Any]) -> bool:
-    """Whether anything after instruction ``at`` may write into the array it made, or a view of it."""
+def _shared_after(
+    at: int,
+    plan: list[tuple[int, int]],
+    instructions: Sequence[Instruction],
+    values: Sequence[Any],
+    kept: set[int],
+) -> bool:
+    """Whether sharing memory between the pieces and the concatenation at ``at`` could show.
+
+    Eagerly the pieces and the concatenation are separate arrays. Shared,
+    they differ as soon as anything writes into either after the
+    concatenation, or when a piece and the concatenation (or a view of it)
+    are both returned.
+    """
     flat = values[instructions[at].outs[0]]
-    memory = {s for s, v in enumerate(values) if v is flat or getattr(v, "base", None) is flat}
-    return any(ins.effect and slots_touched(ins) & memory for ins in instructions[at + 1:])
+    arrays = [flat, *(values[p] for p, _ in plan)]
+    memory = {
+        s for s, v in enumerate(values)
+        if isinstance(v, np.ndarray) and any(np.may_share_memory(v, a) for a in arrays)
+    }
+    if any(ins.effect and slots_touched(ins) & memory for ins in instructions[at + 1:]):
+        return True
+    returned_piece = any(p in kept for p, _ in plan)
+    returned_flat = any(isinstance(values[s], np.ndarray) and np.may_share_memory(values[s], flat) for s in kept)
+    return returned_piece and returned_flat
 
 
 def _concatenation_plan(
@@ -209,5 +246,14 @@ def _concatenation_plan(
         is_sum = made_by.kind == "method" and made_by.fn == "sum" and all(k == "axis" for k, _ in made_by.kwargs)
         if _ufunc_of(made_by) is None and not is_sum:
             return None
+        # A view of the piece (other than the reshape) would keep reading the
+        # piece's own memory, which no longer holds it.
+        if any(
+            s not in (producer, item.slot) and isinstance(v, np.ndarray) and np.may_share_memory(v, value)
+            for s, v in enumerate(values)
+        ):
+            return None
         plan.append((producer, reshape_at))
+    if len({producer for producer, _ in plan}) != len(plan):  # one piece twice
+        return None
     return plan

@@ -136,7 +136,7 @@ def compile_recording(
     for t, _ in outputs:
         template_slots(t, kept)
     instructions = _live(recording.instructions, kept)
-    instructions = write_into_concatenations(instructions, recording.values)
+    instructions = write_into_concatenations(instructions, recording.values, kept)
     instructions = reuse_buffers(instructions, recording.values, kept | set(recording.input_slots))
     last = _last_uses(instructions)
     lines = []

@@ -75,7 +75,7 @@ def bind(leaves: list[Any], treedef: _tree.TreeDef) -> Binding | None:
             if run is not None and all(id(x) not in first_seen for x in leaves[i + 1:i + len(run[1])]):
                 base, layout = run
                 arrays.append(base)
-                buffer_key = (layout, base.dtype, base.strides)
+                buffer_key = (layout, base.dtype, base.strides, is_tensor)
                 signature.append(buffer_key)
                 roles.append(Leaf("buffer", is_tensor, buffer_key, layout))
                 for k in range(i + 1, i + len(layout)):
@@ -84,7 +84,8 @@ def bind(leaves: list[Any], treedef: _tree.TreeDef) -> Binding | None:
                 i += len(layout)
                 continue
             arrays.append(data)
-            array_key = (data.shape, data.dtype, data.strides)
+            # A Tensor and a raw array differ: the function may branch on which it got.
+            array_key = (data.shape, data.dtype, data.strides, is_tensor)
             signature.append(array_key)
             roles.append(Leaf("array", is_tensor, array_key))
         elif type(data) is Traced or is_tensor:  # inside another trace, or on a device
@@ -109,10 +110,11 @@ def static_key(leaf: Any) -> Hashable:
             "hashable, so it cannot be part of the replay's signature; pass arrays as Tensors "
             "and other settings as hashable values"
         ) from None
-    if type(leaf) is float:  # -0.0 == 0.0 and nan != nan, but neither replays as the other
-        return (float, leaf.hex())
-    if type(leaf) is complex:
-        return (complex, leaf.real.hex(), leaf.imag.hex())
+    # -0.0 == 0.0 and nan != nan, but neither replays as the other: compare bits.
+    if isinstance(leaf, float | np.floating):
+        return (type(leaf), float(leaf).hex())
+    if isinstance(leaf, complex | np.complexfloating):
+        return (type(leaf), complex(leaf).real.hex(), complex(leaf).imag.hex())
     return (type(leaf), leaf)
 
 
@@ -198,7 +200,7 @@ def compile_guard(treedef: _tree.TreeDef, binding: Binding) -> Callable[[Any], l
             data[i] = leaf
         w.check(f"type({data[i]}) is not ndarray")
         if role.role == "array":
-            shape, dtype, strides = cast(tuple[Any, Any, Any], role.key)
+            shape, dtype, strides, _ = cast(tuple[Any, Any, Any, bool], role.key)
             w.check(f"{data[i]}.shape != {w.const(shape)} or {data[i]}.dtype != {w.const(dtype)} "
                     f"or {data[i]}.strides != {w.const(strides)}")
             # A view of an optimizer's buffer may begin a run that `bind` would
@@ -209,7 +211,7 @@ def compile_guard(treedef: _tree.TreeDef, binding: Binding) -> Callable[[Any], l
     for i, role in enumerate(binding.leaves):
         if role.role != "buffer":
             continue
-        layout, dtype, strides = cast(tuple[Any, Any, Any], role.key)
+        layout, dtype, strides, _ = cast(tuple[Any, Any, Any, bool], role.key)
         b, e = f"B{i}", f"E{i}"
         w.lines.append(f"{b} = {data[i]}.base")
         w.lines.append(f"{e} = LAYOUTS.get(id({b}))")

@@ -65,8 +65,13 @@ _METADATA_FUNCTIONS = frozenset(
 # NumPy functions whose result's *shape* depends on the values: each replay
 # checks that the shape matches the trace's, or runs the call eagerly.
 _VALUE_SHAPED_FUNCTIONS = frozenset(
-    {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.compress, np.extract, np.trim_zeros,
-     np.repeat, np.where}
+    {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.unique_values, np.unique_counts,
+     np.unique_inverse, np.unique_all, np.setdiff1d, np.intersect1d, np.union1d, np.setxor1d,
+     np.bincount, np.compress, np.extract, np.trim_zeros, np.repeat, np.where}
+)
+# NumPy functions that write into their first argument instead of returning a result.
+_WRITING_FUNCTIONS = frozenset(
+    {np.copyto, np.put, np.place, np.putmask, np.put_along_axis, np.fill_diagonal}
 )
 _VALUE_SHAPED_METHODS = frozenset({"nonzero", "compress", "repeat"})
 # Array methods that write into the array they are called on.
@@ -190,13 +195,13 @@ class Recording:
             pairs = [self.split(x) for x in obj]
             if any(not isinstance(t, Const) for _, t in pairs):
                 return type(obj)(v for v, _ in pairs), Container(type(obj), tuple(t for _, t in pairs))
-            return obj, Const(obj)
+            return obj, Const(_snapshot(obj))
         if type(obj) is dict:
             split = {k: self.split(v) for k, v in obj.items()}
             if any(not isinstance(t, Const) for _, t in split.values()):
                 return ({k: v for k, (v, _) in split.items()},
                         Container(dict, tuple((k, t) for k, (_, t) in split.items())))
-            return obj, Const(obj)
+            return obj, Const(_snapshot(obj))
         if isinstance(obj, slice) and any(type(p) is Traced for p in (obj.start, obj.stop, obj.step)):
             _escape("a slice bound taken from a traced value")
         if isinstance(obj, np.ndarray) and obj.size >= LARGE_CONSTANT_ELEMENTS:
@@ -207,7 +212,7 @@ class Recording:
                 ReplayConstantWarning,
                 stacklevel=4,
             )
-        return obj, Const(obj)
+        return obj, Const(_snapshot(obj))
 
     def _check_same(self, traced: Traced) -> None:
         if traced.recording is not self:
@@ -283,7 +288,9 @@ class Recording:
             return (), None, False
         if isinstance(result, tuple | list) and any(_is_data(r) for r in result):
             items = [self.new_value(r) if _is_data(r) else _unrecordable(r) for r in result]
-            return tuple(t.slot for t in items), type(result)(items), True
+            # A named tuple (np.linalg.svd's) takes its fields as arguments.
+            rebuilt = type(result)(*items) if hasattr(result, "_fields") else type(result)(items)
+            return tuple(t.slot for t in items), rebuilt, True
         if _is_data(result):
             traced = self.new_value(result)
             return (traced.slot,), traced, False
@@ -292,6 +299,21 @@ class Recording:
     def guard(self, traced: Traced, kind: str, expected: Any) -> None:
         """Record that the replay must see ``expected`` where the trace did."""
         self.instructions.append(Instruction(kind, expected, (Ref(traced.slot),)))
+
+
+def _snapshot(obj: Any) -> Any:
+    """A constant as it is now: code outside the trace may change the object later.
+
+    Arrays are copied, and lists, tuples and dicts rebuilt around snapshots;
+    anything else (numbers, dtypes, functions) is kept as it is.
+    """
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if type(obj) in (list, tuple):
+        return type(obj)(_snapshot(x) for x in obj)
+    if type(obj) is dict:
+        return {k: _snapshot(v) for k, v in obj.items()}
+    return obj
 
 
 def _errstate() -> tuple[tuple[str, str], ...]:
@@ -340,6 +362,8 @@ class Traced(NDArrayOperatorsMixin):
     # ---- the NumPy protocols -------------------------------------------
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         fn = getattr(ufunc, method)
+        if method == "at":  # np.add.at(a, index, b) writes into a
+            self.recording.note_write(inputs[0])
         return self.recording.record("call", fn, inputs, kwargs, lambda a, k: fn(*a, **k))
 
     def __array_function__(
@@ -349,6 +373,8 @@ class Traced(NDArrayOperatorsMixin):
         if func in _METADATA_FUNCTIONS:
             raw_args = tuple(rec.split(a)[0] for a in args)
             return func(*raw_args, **{k: rec.split(v)[0] for k, v in kwargs.items()})
+        if func in _WRITING_FUNCTIONS and args:
+            rec.note_write(args[0])
         result = rec.record("call", func, args, kwargs, lambda a, k: func(*a, **k))
         if func in _VALUE_SHAPED_FUNCTIONS and (func is not np.where or len(args) == 1):
             for item in result if isinstance(result, tuple | list) else (result,):

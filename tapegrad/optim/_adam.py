@@ -258,9 +258,10 @@ def trace(momentum: float, nesterov: bool = False) -> Transform[TraceState]:
     ) -> tuple[list[Tensor], TraceState]:
         check_tensors("sgd", "gradients", grads)
         prev = leaves_matching("sgd", "momentum buffers", state.trace, treedef, grads)
-        new = [Tensor(momentum * t.data + g.data) for g, t in zip(grads, prev)]
+        # wrap(): arithmetic on 0-d arrays gives NumPy scalars, and a Tensor holds an array.
+        new = [wrap(momentum * t.data + g.data) for g, t in zip(grads, prev)]
         if nesterov:
-            out = [Tensor(g.data + momentum * t.data) for g, t in zip(grads, new)]
+            out = [wrap(g.data + momentum * t.data) for g, t in zip(grads, new)]
         else:
             out = new
         return out, TraceState(treedef.unflatten(new))

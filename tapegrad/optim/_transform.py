@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 import attrs
 
 from .. import _tree
-from .._tensor import Tensor
+from .._tensor import Tensor, wrap
 from .._flat import flat_of, split_like
 from ._schedule import Schedule as Schedule
 
@@ -165,7 +165,7 @@ def apply_update_leaves(params: Params, updates: list[Tensor], treedef: _tree.Tr
     if flat_p is not None and flat_u is not None and flat_u.dtype == flat_p.dtype:
         return treedef.unflatten(split_like(flat_p + flat_u, leaves))
     return treedef.unflatten(
-        [Tensor(p.data + u.data.astype(p.dtype, copy=False)) for p, u in zip(leaves, updates)]
+        [wrap(p.data + u.data.astype(p.dtype, copy=False)) for p, u in zip(leaves, updates)]
     )
 
 
