@@ -36,6 +36,8 @@ def step(params: Linear, x: Tensor) -> None:
     grads.momentum
     params.weight = grads.weight
     named: dict[str, Tensor] = tape.gradient(loss, [params.weight])
+    replayed = tg.replay(step)
+    replayed(params)
 '''
 
 EXPECTED_ERRORS = [
@@ -45,6 +47,7 @@ EXPECTED_ERRORS = [
     'bad.py:19: error: Property "weight" defined in "Linear" is read-only  [misc]',
     'bad.py:20: error: Argument 2 to "gradient" of "Tape" has incompatible type "list[Tensor]"; '
     'expected "dict[str, Tensor]"  [arg-type]',
+    'bad.py:22: error: Missing positional argument "x" in call to "__call__" of "Replayed"  [call-arg]',
 ]
 
 

@@ -57,6 +57,18 @@ def functional_loop() -> float:
     loss = 0.0
     for _ in range(3):
         params, state, loss = train_step(params, state, opt, x, y)
+    # A replayed function keeps its signature: the results are typed as the function's.
+    def pure_step(params: Params, state: object, x: tg.Tensor, y: tg.Tensor) -> tuple[Params, object, tg.Tensor]:
+        with tg.Tape() as tape:
+            loss = nn.cross_entropy(forward(params, x), y)
+        new_params, new_state = opt.update(tape.gradient(loss, params), state, params)
+        return new_params, new_state, loss
+
+    replayed = tg.replay(pure_step)
+    for _ in range(3):
+        params, state, replayed_loss = replayed(params, state, x, y)
+        assert_type(params, Params)
+        assert_type(replayed_loss, tg.Tensor)
     sequential = nn.Sequential(nn.Linear(4, 3), nn.GELU())
     out = assert_type(sequential.apply(sequential.init(tg.random.key(1)), x), tg.Tensor)
     return loss + float(out.sum().item())
