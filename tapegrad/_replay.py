@@ -46,8 +46,9 @@ class _Entry:
 class Replayed(Generic[P, R]):
     """A function that replays its recorded NumPy calls; made by `replay`."""
 
-    def __init__(self, fn: Callable[P, R]) -> None:
+    def __init__(self, fn: Callable[P, R], donate_argnums: tuple[int, ...] = ()) -> None:
         self._fn = fn
+        self._donate_argnums = donate_argnums
         self._cache: dict[Hashable, _Entry] = {}
         # The last signature seen, checked first by its generated guard.
         self._guard: tuple[Callable[[Any], list[Any] | None], _Entry] | None = None
@@ -104,19 +105,29 @@ class Replayed(Generic[P, R]):
         recording = Recording()
         traced_leaves: list[Any] = []
         stand_ins: dict[int, Any] = {}  # id(leaf) -> its traced stand-in, one per object
+        donating = _donated_leaves(treedef, self._donate_argnums)
+        donated: set[int] = set()
+        kept_whole: set[int] = set()  # slots some argument that is not donated also reaches
         for i, leaf in enumerate(leaves):
             if id(leaf) in stand_ins:
                 traced_leaves.append(stand_ins[id(leaf)])
+                slot = _slot_of(stand_ins[id(leaf)])
+                if slot is not None and i not in donating:
+                    kept_whole.add(slot)
                 continue
             data = leaf.data if type(leaf) is Tensor else leaf
             if i in flat_runs:  # one input for the whole buffer, and views of it
                 layout = flat_runs[i]
-                views = split(recording.add_input(data.base), layout)
+                buffer = recording.add_input(data.base)
+                views = split(buffer, layout)
                 for leaf_k, view in zip(leaves[i:i + len(layout)], views):
                     stand_ins[id(leaf_k)] = Tensor(view) if type(leaf_k) is Tensor else view
+                whole = all(k in donating for k in range(i, i + len(layout)))
+                (donated if whole else kept_whole).add(buffer.slot)
             elif type(data) is np.ndarray:
                 traced = recording.add_input(data)
                 stand_ins[id(leaf)] = Tensor(cast(Any, traced)) if type(leaf) is Tensor else traced
+                (donated if i in donating else kept_whole).add(traced.slot)
             else:
                 traced_leaves.append(leaf)
                 continue
@@ -134,7 +145,9 @@ class Replayed(Generic[P, R]):
         outputs = [_output(recording, leaf) for leaf in out_leaves]
         # The call's own results, read before compiling: its passes rewrite the trace's values.
         values = [_value(recording, template, wrapper) for template, wrapper in outputs]
-        run, source = compile_recording(recording, outputs, _function_name(self._fn))
+        run, source = compile_recording(
+            recording, outputs, _function_name(self._fn), _safe_to_donate(recording, donated, kept_whole)
+        )
         entry = _Entry(run, out_def, recording.writes_inputs, source, compile_guard(treedef, binding))
         self.traces += 1
         recording.release()
@@ -155,7 +168,7 @@ class Replayed(Generic[P, R]):
         self._guard = None
 
 
-def replay(fn: Callable[P, R]) -> Replayed[P, R]:
+def replay(fn: Callable[P, R], *, donate_argnums: int | tuple[int, ...] = ()) -> Replayed[P, R]:
     """Trace ``fn`` on its first call per signature, then replay its NumPy calls.
 
     A signature is the structure of the arguments (any pytree), the shape,
@@ -168,6 +181,12 @@ def replay(fn: Callable[P, R]) -> Replayed[P, R]:
     checks the branch and runs the function eagerly when it differs. Turning
     a value into a Python number (``float(x)``, ``x.item()``) raises
     `ReplayError`; return the tensor instead and convert it outside.
+
+    ``donate_argnums`` (as in ``jax.jit``) names positional arguments whose
+    arrays the caller gives up: a replay may write its results into them, as
+    an in-place optimizer does, instead of allocating. Only donate what you
+    drop, as in ``params, state = step(params, state, x)``; a donated
+    argument's old tensors hold other values after the call.
 
     CuPy arrays are passed straight to ``fn``, eagerly: the replay is of
     host NumPy calls.
@@ -184,7 +203,7 @@ def replay(fn: Callable[P, R]) -> Replayed[P, R]:
     >>> w, float(loss.item()), step.traces, step.replays
     (Tensor([ 1.2, -0.6], dtype=float32, device=cpu), 0.0, 1, 1)
     """
-    return Replayed(fn)
+    return Replayed(fn, (donate_argnums,) if isinstance(donate_argnums, int) else tuple(donate_argnums))
 
 
 def _output(recording: Recording, leaf: Any) -> tuple[Template, Any]:
@@ -217,6 +236,32 @@ def _output(recording: Recording, leaf: Any) -> tuple[Template, Any]:
 def _value(recording: Recording, template: Template, wrapper: Any) -> Any:
     value = recording.values[template.slot] if isinstance(template, Ref) else template.value  # type: ignore[union-attr]
     return value if wrapper is None else wrapper(value)
+
+
+def _donated_leaves(treedef: _tree.TreeDef, donate_argnums: tuple[int, ...]) -> set[int]:
+    """The positions, among the flattened ``(args, kwargs)``, of the donated arguments' leaves."""
+    args_def = treedef.children[0]
+    positions: set[int] = set()
+    start = 0
+    for i, arg_def in enumerate(args_def.children):
+        if i in donate_argnums:
+            positions.update(range(start, start + arg_def.num_leaves))
+        start += arg_def.num_leaves
+    return positions
+
+
+def _slot_of(stand_in: Any) -> int | None:
+    data = stand_in.data if type(stand_in) is Tensor else stand_in
+    return data.slot if type(data) is Traced else None
+
+
+def _safe_to_donate(recording: Recording, donated: set[int], kept_whole: set[int]) -> set[int]:
+    """The donated input slots whose memory no argument that is not donated can reach."""
+    keep = [recording.values[s] for s in kept_whole]
+    return {
+        s for s in donated - kept_whole
+        if not any(np.may_share_memory(recording.values[s], other) for other in keep)
+    }
 
 
 def _fresh_tensor(data: Any) -> Tensor:

@@ -36,16 +36,24 @@ def _ufunc_of(ins: Instruction) -> np.ufunc | None:
 
 
 def reuse_buffers(
-    instructions: Sequence[Instruction], values: Sequence[Any], fixed: set[int]
+    instructions: Sequence[Instruction],
+    values: Sequence[Any],
+    fixed: set[int],
+    donated: set[int] = frozenset(),  # type: ignore[assignment]
 ) -> list[Instruction]:
     """``instructions`` with ufunc results written into dead buffers where one fits.
 
     ``values`` are the trace's values by slot; ``fixed`` are slots whose
-    memory must never be reused (the inputs and the outputs). An output may
-    itself be written into a dead buffer, which it then keeps.
+    memory must never be reused (the outputs, and the inputs that are not
+    ``donated``). An output may itself be written into a dead buffer, which
+    it then keeps. A donated input's buffer becomes free after its last
+    reader, but only past the last guard: a guard that fails hands the
+    arguments to the eager function, which must find them intact.
     """
     groups = memory_groups(values)
     pinned = {g for s in fixed for g in groups.get(s, ())}
+    donated_groups = {g for s in donated for g in groups.get(s, ())} - pinned
+    last_guard = max((i for i, ins in enumerate(instructions) if ins.kind.endswith("guard")), default=-1)
     death: dict[int, int] = {}
     for i, ins in enumerate(instructions):
         for s in slots_touched(ins):
@@ -57,7 +65,7 @@ def reuse_buffers(
     dying_at: dict[int, list[int]] = {}
     for g, d in death.items():
         if g not in pinned and _reusable(values[g]):
-            dying_at.setdefault(d, []).append(g)
+            dying_at.setdefault(max(d, last_guard + 1) if g in donated_groups else d, []).append(g)
     rewritten = []
     for i, ins in enumerate(instructions):
         ufunc = _ufunc_of(ins)

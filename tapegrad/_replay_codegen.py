@@ -123,13 +123,17 @@ def _last_uses(instructions: Sequence[Instruction]) -> dict[int, int]:
 
 
 def compile_recording(
-    recording: Recording, outputs: Sequence[tuple[Template, Any]], name: str
+    recording: Recording,
+    outputs: Sequence[tuple[Template, Any]],
+    name: str,
+    donated: set[int] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[Callable[..., tuple[Any, ...]], str]:
     """The replay function and its source.
 
     It takes the input slots' arrays, positionally, and returns a tuple with
     one entry per ``(template, wrapper)`` in ``outputs``: the value, passed
     through ``wrapper`` (for example `Tensor`) unless that is ``None``.
+    The memory of the ``donated`` input slots may be reused for results.
     """
     src = _Source()
     kept: set[int] = set()
@@ -137,7 +141,8 @@ def compile_recording(
         template_slots(t, kept)
     instructions = _live(recording.instructions, kept)
     instructions = write_into_concatenations(instructions, recording.values, kept)
-    instructions = reuse_buffers(instructions, recording.values, kept | set(recording.input_slots))
+    fixed = kept | (set(recording.input_slots) - donated)
+    instructions = reuse_buffers(instructions, recording.values, fixed, donated)
     last = _last_uses(instructions)
     lines = []
     for slot in recording.input_slots:  # inputs never used still go at once

@@ -28,4 +28,5 @@ def test_every_system_computes_the_same_first_losses(batch: int) -> None:
         np.testing.assert_allclose(values, reference, rtol=2e-5, err_msg=name)
     # The replayed steps are the eager ones, bit for bit.
     assert losses["tapegrad_replay"] == losses["tapegrad"]
+    assert losses["tapegrad_replay_donated"] == losses["tapegrad"]
     assert losses["torchlike_replay"] == losses["torchlike"]

@@ -940,3 +940,64 @@ def test_alternating_signatures_each_replay_their_own_recording(
             assert_same(replayed(*args), weighted_and_gradient(*args))
     assert replayed.traces == 2
     assert replayed.replays == 4
+
+
+# ---- 12. donated arguments -------------------------------------------------------------------------
+
+
+def test_a_donated_training_step_is_bitwise_eager_and_writes_into_the_donated_buffers() -> None:
+    model = nn.MLP(SIZES)
+    opt = optim.adam(1e-3)
+    step = make_step(model, opt)
+    params = model.init(tg.random.key(0))
+    state = opt.init(params)
+    eager = run(step, params, state, DATA)
+    donated = tg.replay(step, donate_argnums=(0, 1))
+    assert_same(run(donated, params, state, DATA), eager)
+    # The donation is real: a replay's results live in memory its arguments gave up.
+    p, s = eager[0], eager[1]
+    old = [leaf.data for leaf in tg.tree.leaves((p, s))]
+    p2, s2, _ = donated(p, s, *DATA[0])
+    new = [leaf.data for leaf in tg.tree.leaves((p2, s2))]
+    assert any(np.shares_memory(a, b) for a in old for b in new)
+
+
+def test_an_argument_that_is_not_donated_is_never_written() -> None:
+    def scaled(w: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        return (w * 2.0 + 1.0) * 3.0, (x * 2.0 + 1.0) * 3.0
+
+    replayed = tg.replay(scaled, donate_argnums=0)
+    for seed in range(3):
+        w = tg.tensor(np.random.default_rng(seed).standard_normal(64).astype(np.float32))
+        x = tg.tensor(np.random.default_rng(seed + 9).standard_normal(64).astype(np.float32))
+        x_before = x.numpy()
+        expected = scaled(tg.tensor(w.numpy()), x)  # before the call: w is given up to it
+        assert_same(replayed(w, x), expected)
+        assert np.array_equal(x.numpy(), x_before)
+
+
+def test_a_donated_tensor_also_passed_undonated_is_left_alone() -> None:
+    def both(w: Tensor, same: Tensor) -> Tensor:
+        return (w + same) * 2.0  # w dies at its first op: the op could take its memory
+
+    replayed = tg.replay(both, donate_argnums=0)
+    for seed in range(3):
+        w = tg.tensor(np.random.default_rng(seed).standard_normal(64).astype(np.float32))
+        before = w.numpy()
+        assert_same(replayed(w, w), both(tg.tensor(before), tg.tensor(before)))
+        assert np.array_equal(w.numpy(), before)
+
+
+def test_a_failed_guard_after_donation_finds_its_arguments_intact() -> None:
+    def late_branch(w: Tensor, x: Tensor) -> Tensor:
+        a = (w * 2.0) * 3.0
+        if (x.data > 0).all():  # a guard after w's last use
+            return a + 1.0
+        return a - 1.0
+
+    replayed = tg.replay(late_branch, donate_argnums=0)
+    positive, mixed = tg.tensor([1.0, 2.0]), tg.tensor([1.0, -2.0])
+    for x in (positive, positive, mixed, positive, mixed):
+        w = tg.tensor([0.5, -1.5])
+        assert_same(replayed(w, x), late_branch(tg.tensor([0.5, -1.5]), x))
+    assert replayed.eager_calls == 2

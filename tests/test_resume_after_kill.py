@@ -49,8 +49,8 @@ DRIVER = textwrap.dedent(
     real_replay = tg.replay
     steps = 0
 
-    def counting_replay(fn):
-        replayed = real_replay(fn)
+    def counting_replay(fn, **options):
+        replayed = real_replay(fn, **options)
 
         def counted(*a, **k):
             global steps

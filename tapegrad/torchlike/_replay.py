@@ -92,7 +92,9 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
 
     ``stateful`` are the modules and optimizers the step uses: their
     parameters' values and gradients and the optimizers' state are read
-    before each call and written back after it. Tensors the step returns
+    before each call and written back after it. As in PyTorch, a replay
+    updates them in place: an array taken from ``p.data`` before a step
+    holds the new values after it. Tensors the step returns
     come back as new wrapper tensors that do not require grad. The rules of
     `tapegrad.replay` apply: take ``loss.item()`` outside the step.
 
@@ -118,7 +120,9 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
         out = step(*_wrap(args), **_wrap(kwargs))
         return holders.read(), _unwrap(out, "result")
 
-    replayed = core_replay(pure)
+    # The objects' old state is replaced after every call, so it is donated: a
+    # replay updates parameters and moments in place, as PyTorch's optimizers do.
+    replayed = core_replay(pure, donate_argnums=0)
 
     @functools.wraps(step)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
