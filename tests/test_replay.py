@@ -1001,3 +1001,21 @@ def test_a_failed_guard_after_donation_finds_its_arguments_intact() -> None:
         w = tg.tensor([0.5, -1.5])
         assert_same(replayed(w, x), late_branch(tg.tensor([0.5, -1.5]), x))
     assert replayed.eager_calls == 2
+
+
+def test_debug_nans_inside_a_replay_reports_the_op_as_eagerly() -> None:
+    def log_and_gradient(x: Tensor) -> tuple[Tensor, Tensor]:
+        with tg.Tape() as tape:
+            y = tg.log(x).sum()
+        return y, tape.gradient(y, x)
+
+    replayed = tg.replay(log_and_gradient)
+    with tg.debug_nans():
+        for values in ([1.0, 2.0], [3.0, 4.0]):
+            x = tg.tensor(values)
+            assert_same(replayed(x), log_and_gradient(x))
+        # The anomaly checks are truth tests, so guards: a NaN fails one, and the eager rerun
+        # raises exactly what an eager call raises.
+        with pytest.raises(FloatingPointError, match="^`log` produced nan in its forward pass"):
+            replayed(tg.tensor([-1.0, 2.0]))
+    assert (replayed.traces, replayed.replays, replayed.eager_calls) == (1, 1, 1)
