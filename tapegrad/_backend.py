@@ -62,9 +62,11 @@ def default_device() -> Device:
     return check_device(os.environ.get("TAPEGRAD_DEVICE", "cpu"))
 
 
-# What NumPy computes with: its arrays and scalars, and a traced host array
-# (see `replay`), which dispatches every NumPy call it meets to the trace.
-_HOST_TYPES = (np.ndarray, np.generic, Traced)
+#: Host arrays: NumPy's, and a traced one (see `replay`), which dispatches
+#: every NumPy call it meets to the trace, so it takes the same code paths.
+HOST_ARRAYS = (np.ndarray, Traced)
+# What NumPy computes with: host arrays and NumPy scalars.
+_HOST_TYPES = (*HOST_ARRAYS, np.generic)
 
 
 def device_of(array: Any) -> Device:

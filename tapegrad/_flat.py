@@ -17,11 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ._backend import HOST_ARRAYS
 from ._tensor import Tensor
 from ._traced import Traced
-
-# Host arrays, and traced ones (see `tapegrad.replay`), which record the same calls.
-_HOST_ARRAYS = (np.ndarray, Traced)
 
 # For each flat buffer we split: a weak reference to it, weak references to
 # the views we made of it, in order, and the views' shapes. A leaf list whose
@@ -67,11 +65,11 @@ def flat_of(leaves: Sequence[Tensor]) -> Any:
     if not leaves:
         return None
     first = leaves[0].data
-    if type(first) not in _HOST_ARRAYS:
+    if type(first) not in HOST_ARRAYS:
         return None
     dtype = first.dtype
     for leaf in leaves:
-        if type(leaf.data) not in _HOST_ARRAYS or leaf.data.dtype != dtype:
+        if type(leaf.data) not in HOST_ARRAYS or leaf.data.dtype != dtype:
             return None
     base = first.base
     entry = _LAYOUTS.get(id(base)) if base is not None else None

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._backend import array_module
+from ._backend import HOST_ARRAYS, array_module
 from ._dispatch import as_tensor, binary, compare, lift, raw, same_device, shapes_of, unary
 from ._primitive import primitive
 from ._tape import _ACTIVE, emit
 from ._tensor import Tensor, TensorLike, wrap
-from ._traced import Traced
 
 Grads = Sequence[Tensor | None]
 
@@ -264,8 +263,6 @@ CLIP = primitive("clip", _clip_vjp)
 
 # Below this many elements NumPy's where is as fast (measured: 4,096 vs 32,768).
 _SELECT_MIN_SIZE = 16_384
-# A traced array (see `replay`) records the same calls, so it takes the same path.
-_HOST_ARRAYS = (np.ndarray, Traced)
 _BITS = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
@@ -279,7 +276,7 @@ def _select(c: Any, x: Any, y: Any) -> Any:
     signed zeros included. The common case: a host boolean mask, and each of
     ``x``, ``y`` a Python number or a float array of the mask's shape.
     """
-    if type(c) not in _HOST_ARRAYS or c.dtype != np.bool_ or c.size < _SELECT_MIN_SIZE:
+    if type(c) not in HOST_ARRAYS or c.dtype != np.bool_ or c.size < _SELECT_MIN_SIZE:
         return None
     dtype = np.result_type(x, y)
     bits = _BITS.get(dtype)
@@ -289,7 +286,7 @@ def _select(c: Any, x: Any, y: Any) -> Any:
     for v in (x, y):
         if isinstance(v, int | float) and not isinstance(v, bool):
             operands.append(np.asarray(v, dtype).view(bits))
-        elif type(v) in _HOST_ARRAYS and v.shape == c.shape and v.dtype == dtype:
+        elif type(v) in HOST_ARRAYS and v.shape == c.shape and v.dtype == dtype:
             operands.append(v.view(bits))
         else:
             return None
