@@ -64,22 +64,15 @@ def flat_of(leaves: Sequence[Tensor]) -> Any:
     """
     if not leaves:
         return None
-    first = leaves[0].data
-    if type(first) not in HOST_ARRAYS:
-        return None
-    dtype = first.dtype
-    for leaf in leaves:
-        if type(leaf.data) not in HOST_ARRAYS or leaf.data.dtype != dtype:
+    arrays = [leaf.data for leaf in leaves]
+    dtype = arrays[0].dtype
+    for array in arrays:
+        if type(array) not in HOST_ARRAYS or array.dtype != dtype:
             return None
-    base = first.base
-    entry = _LAYOUTS.get(id(base)) if base is not None else None
-    if entry is not None and entry[0]() is base and len(entry[1]) == len(leaves):
-        for ref, leaf in zip(entry[1], leaves):
-            if ref() is not leaf.data:
-                break
-        else:
-            return base
-    return np.concatenate([leaf.data.reshape(-1) for leaf in leaves])
+    run = flat_run(arrays, 0) if arrays[0].base is not None else None
+    if run is not None and len(run[1]) == len(arrays):
+        return run[0]
+    return np.concatenate([array.reshape(-1) for array in arrays])
 
 
 def split_like(flat: Any, leaves: Sequence[Tensor]) -> list[Tensor]:
