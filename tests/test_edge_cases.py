@@ -10,7 +10,6 @@ log_softmax, logsumexp, cross_entropy) never warn, also on infinite inputs.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -18,6 +17,8 @@ import pytest
 
 import tapegrad as tg
 from tapegrad import Tape, Tensor
+
+from _support import line_after
 
 INF = np.inf
 NAN = np.nan
@@ -32,11 +33,6 @@ def value_and_grad(
         y = fn(x)
         total = y.sum() if weights is None else (y * weights).sum()
     return y.numpy(), tape.gradient(total, x).numpy()
-
-
-def _line_after() -> int:
-    """The number of the caller's next line (where the failing op is written)."""
-    return sys._getframe(1).f_lineno + 1
 
 
 # ---- log and sqrt at 0: NumPy's values, and NumPy's warnings ----------------------------
@@ -279,7 +275,7 @@ def test_exp_overflows_float32_to_inf_but_not_float64() -> None:
 def test_debug_nans_reports_exp_overflowing_float32() -> None:
     x = tg.tensor([1.0, 100.0])
     with tg.debug_nans():
-        line = _line_after()
+        line = line_after()
         with pytest.raises(FloatingPointError) as info:
             tg.exp(x)
     where = f"{__file__}:{line + 1}: tg.exp(x)"
@@ -292,7 +288,7 @@ def test_debug_nans_reports_a_nan_that_first_appears_in_a_backward_rule() -> Non
     x = tg.tensor([0.0, 4.0])
     with tg.debug_nans():
         with Tape() as tape:
-            line = _line_after()
+            line = line_after()
             root = tg.sqrt(x)
             y = tg.where(x > 0, root, 0.0).sum()
         with pytest.raises(FloatingPointError) as info:

@@ -6,7 +6,6 @@ The whole message is pinned, so a change in wording is a deliberate one.
 from __future__ import annotations
 
 import re
-import sys
 
 import attrs
 import numpy as np
@@ -15,16 +14,13 @@ import pytest
 import tapegrad as tg
 from tapegrad import Tape
 
+from _support import line_after
+
 
 @attrs.frozen
 class Linear:
     weight: tg.Tensor
     bias: object
-
-
-def _line_after() -> int:
-    """The number of the caller's next line (where the failing op is written)."""
-    return sys._getframe(1).f_lineno + 1
 
 
 # ---- shapes ------------------------------------------------------------------------
@@ -194,7 +190,7 @@ def test_clip_with_crossed_bounds() -> None:
 def test_debug_nans_names_the_op_that_made_a_nan() -> None:
     x = tg.tensor([1.0, -1.0])
     with tg.debug_nans():
-        line = _line_after()
+        line = line_after()
         with pytest.raises(FloatingPointError) as info:
             tg.log(x)
     where = f"{__file__}:{line + 1}: tg.log(x)"
@@ -204,7 +200,7 @@ def test_debug_nans_names_the_op_that_made_a_nan() -> None:
 def test_debug_nans_names_the_op_that_made_an_infinity() -> None:
     x = tg.tensor([1.0, 0.0])
     with tg.debug_nans():
-        line = _line_after()
+        line = line_after()
         with pytest.raises(FloatingPointError) as info:
             y = 1.0 / x
     where = f"{__file__}:{line + 1}: y = 1.0 / x"
@@ -215,7 +211,7 @@ def test_debug_nans_names_the_op_whose_backward_rule_made_an_infinity() -> None:
     x = tg.tensor([0.0, 4.0])
     with tg.debug_nans():
         with Tape() as tape:
-            line = _line_after()
+            line = line_after()
             y = tg.sqrt(x).sum()
         with pytest.raises(FloatingPointError) as info:
             tape.gradient(y, x)
