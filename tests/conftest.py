@@ -1,4 +1,5 @@
-"""Shared test settings: a fast Hypothesis profile, and GPU tests that skip without a GPU."""
+"""Shared test settings: a fast Hypothesis profile, GPU tests that skip without a GPU, and
+assertion rewriting for the helpers in `_support`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import hypothesis
 import pytest
 
 import tapegrad as tg
+
+# The shared helpers assert too: let pytest explain their failures as it does a test's.
+pytest.register_assert_rewrite("_support")
 
 # Few examples and no per-example deadline: the whole engine suite must stay
 # within a minute or so on a two-core machine, and the first call into torch is slow.

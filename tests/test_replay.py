@@ -24,6 +24,8 @@ import pytest
 import tapegrad as tg
 from tapegrad import Tensor, nn, optim
 
+from _support import assert_same
+
 Array = np.ndarray[Any, Any]
 Step = Callable[[Any, Any, Tensor, Tensor], tuple[Any, Any, Tensor]]
 
@@ -82,22 +84,6 @@ def constant_warning(shape: tuple[int, ...]) -> str:
         "arguments; it is frozen into the replay as a constant. If it changes between "
         "calls, pass it as an argument instead."
     )
-
-
-def assert_same(actual: Any, expected: Any) -> None:
-    """Same pytree structure; every array leaf bitwise equal with the same dtype and shape."""
-    assert tg.tree.structure(actual) == tg.tree.structure(expected)
-    for a, e in zip(tg.tree.leaves(actual), tg.tree.leaves(expected)):
-        assert type(a) is type(e)
-        if isinstance(e, Tensor | np.ndarray | np.generic):
-            a_np = a.numpy() if isinstance(a, Tensor) else np.asarray(a)
-            e_np = e.numpy() if isinstance(e, Tensor) else np.asarray(e)
-            assert a_np.dtype == e_np.dtype and a_np.shape == e_np.shape
-            assert np.array_equal(a_np, e_np, equal_nan=True)
-            # Bitwise, not just equal: -0.0 and 0.0, and nan payloads, differ here.
-            assert a_np.tobytes() == e_np.tobytes()
-        else:
-            assert a == e
 
 
 def fresh_arrays(tree: Any) -> Iterator[Array]:

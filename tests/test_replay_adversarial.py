@@ -21,7 +21,7 @@ import tapegrad as tg
 import tapegrad.torchlike as tl
 from tapegrad import Tensor, optim
 
-from test_replay import assert_same  # the bitwise comparison every replay test uses
+from _support import assert_same  # the bitwise comparison every replay test uses
 
 Array = np.ndarray[Any, Any]
 Maker = Callable[[], tuple[Any, ...]]
