@@ -147,12 +147,17 @@ def test_missing_when_download_fails(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+def corrupt_split_error(root: Path) -> str:
+    """The message of the `DatasetError` that loading the (damaged) test split raises."""
+    with pytest.raises(DatasetError) as info:
+        load_mnist(root, train=False, download=False)
+    return str(info.value)
+
+
 def test_wrong_magic(tmp_path: Path) -> None:
     images, _ = tiny_split(tmp_path)
     write_idx(images, 0x801, (3,), bytes(3))  # a labels file under the images' name
-    with pytest.raises(DatasetError) as info:
-        load_mnist(tmp_path, train=False, download=False)
-    assert str(info.value) == (
+    assert corrupt_split_error(tmp_path) == (
         f"{images}: not an MNIST images file: its magic number is 0x00000801, expected "
         f"0x00000803 (unsigned bytes, 3 dimensions); {REFETCH}"
     )
@@ -161,9 +166,7 @@ def test_wrong_magic(tmp_path: Path) -> None:
 def test_truncated_data(tmp_path: Path) -> None:
     images, _ = tiny_split(tmp_path)
     images.write_bytes(images.read_bytes()[:-100])
-    with pytest.raises(DatasetError) as info:
-        load_mnist(tmp_path, train=False, download=False)
-    assert str(info.value) == (
+    assert corrupt_split_error(tmp_path) == (
         f"{images}: the header promises 3 x 28 x 28 images (2368 bytes with the header) but "
         f"the file is 2268 bytes: it is truncated; {REFETCH}"
     )
@@ -172,9 +175,7 @@ def test_truncated_data(tmp_path: Path) -> None:
 def test_trailing_bytes(tmp_path: Path) -> None:
     _, labels = tiny_split(tmp_path)
     labels.write_bytes(labels.read_bytes() + b"\x00")
-    with pytest.raises(DatasetError) as info:
-        load_mnist(tmp_path, train=False, download=False)
-    assert str(info.value) == (
+    assert corrupt_split_error(tmp_path) == (
         f"{labels}: the header promises 3 labels (11 bytes with the header) but the file is "
         f"12 bytes: it is longer than that, so it is corrupt; {REFETCH}"
     )
@@ -183,9 +184,7 @@ def test_trailing_bytes(tmp_path: Path) -> None:
 def test_truncated_header(tmp_path: Path) -> None:
     images, _ = tiny_split(tmp_path)
     images.write_bytes(images.read_bytes()[:10])
-    with pytest.raises(DatasetError) as info:
-        load_mnist(tmp_path, train=False, download=False)
-    assert str(info.value) == (
+    assert corrupt_split_error(tmp_path) == (
         f"{images}: the file is 10 bytes, too short for its 16-byte header; "
         f"it is truncated: {REFETCH}"
     )
@@ -194,9 +193,7 @@ def test_truncated_header(tmp_path: Path) -> None:
 def test_empty_file(tmp_path: Path) -> None:
     _, labels = tiny_split(tmp_path)
     labels.write_bytes(b"")
-    with pytest.raises(DatasetError) as info:
-        load_mnist(tmp_path, train=False, download=False)
-    assert str(info.value) == (
+    assert corrupt_split_error(tmp_path) == (
         f"{labels}: the file is 0 bytes, too short for an IDX header; it is truncated: {REFETCH}"
     )
 
@@ -204,18 +201,14 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_wrong_image_size(tmp_path: Path) -> None:
     images, _ = tiny_split(tmp_path)
     write_idx(images, 0x803, (3, 32, 32), bytes(3 * 32 * 32))
-    with pytest.raises(DatasetError) as info:
-        load_mnist(tmp_path, train=False, download=False)
-    assert str(info.value) == (
+    assert corrupt_split_error(tmp_path) == (
         f"{images}: MNIST images are 28x28 pixels, but the header says 32x32; {REFETCH}"
     )
 
 
 def test_label_out_of_range(tmp_path: Path) -> None:
     _, labels = tiny_split(tmp_path, labels=bytes([3, 12, 4]))
-    with pytest.raises(DatasetError) as info:
-        load_mnist(tmp_path, train=False, download=False)
-    assert str(info.value) == (
+    assert corrupt_split_error(tmp_path) == (
         f"{labels}: labels must be 0..9, but label 1 is 12; the file is corrupt: {REFETCH}"
     )
 
@@ -223,9 +216,7 @@ def test_label_out_of_range(tmp_path: Path) -> None:
 def test_counts_disagree(tmp_path: Path) -> None:
     images, labels = tiny_split(tmp_path)
     write_idx(labels, 0x801, (2,), bytes(2))
-    with pytest.raises(DatasetError) as info:
-        load_mnist(tmp_path, train=False, download=False)
-    assert str(info.value) == (
+    assert corrupt_split_error(tmp_path) == (
         f"{images} holds 3 images but {labels} holds 2 labels; the two files come from "
         f"different downloads. Delete both and run again with network access so torchvision "
         f"downloads them again, or copy a matching pair there"
