@@ -240,6 +240,32 @@ def _minimum_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, nee
 MINIMUM = primitive("minimum", _minimum_vjp)
 
 
+def relu(x: TensorLike) -> Tensor:
+    """``max(x, 0)``: the gradient is 1 where ``x > 0``, else 0.
+
+    A NaN stays NaN, as in PyTorch and JAX, and its gradient is 0 (as in JAX;
+    PyTorch passes the gradient through). One primitive rather than
+    ``where(x > 0, x, 0)``: the forward pass is a single ``maximum``, where the
+    composition made a mask and selected by it, and a NaN came out as 0.
+    """
+    return unary(RELU, x, _relu_array)
+
+
+def _relu_array(d: Any) -> Any:
+    # NumPy's maximum takes 0 in the array's dtype (NEP 50), and keeps NaN.
+    return array_module(d).maximum(d, 0)
+
+
+def _relu_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
+    # out > 0 exactly where x > 0 (NaN in both is not > 0), and out is what the tape kept.
+    if not _ACTIVE.get():  # nothing records this rule: select on the arrays directly
+        return (Tensor(_where_arrays(out.data > 0, g.data, 0)),)
+    return (where(out > 0, g, 0),)
+
+
+RELU = primitive("relu", _relu_vjp)
+
+
 def clip(x: TensorLike, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
     """Limit values to ``[min, max]``; the gradient passes where ``min <= x <= max``."""
     if min is None and max is None:

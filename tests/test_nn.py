@@ -324,6 +324,17 @@ def test_relu_values_and_gradient() -> None:
     assert tape.gradient(total, x).numpy().tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
+def test_relu_keeps_nan_as_torch_does_and_passes_no_gradient_there() -> None:
+    values = [np.nan, -np.inf, np.inf, -1.0, 0.0, 2.0]
+    x = t64(values)
+    with tg.Tape() as tape:
+        y = nn.relu(x)
+        total = (y * t64([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])).sum()
+    np.testing.assert_array_equal(y.numpy(), torch.relu(torch.tensor(values)).numpy())
+    # As JAX: the gradient is 0 at NaN (PyTorch passes it through) and at 0 (as both).
+    assert tape.gradient(total, x).numpy().tolist() == [0.0, 0.0, 3.0, 0.0, 0.0, 6.0]
+
+
 def test_activation_layers_have_no_params() -> None:
     assert nn.Sequential(nn.ReLU(), nn.GELU()).init(tg.random.key(0)) == (None, None)
     assert nn.ReLU().apply(None, tg.tensor([-1.0, 2.0])).numpy().tolist() == [0.0, 2.0]

@@ -270,6 +270,7 @@ OPS: dict[str, Generator] = {
     "log": unary(tg.log, np.log, "positive"),
     "sqrt": unary(tg.sqrt, np.sqrt, "positive"),
     "abs": unary(tg.abs, np.abs, "off-grid"),
+    "relu": unary(tg.nn.relu, lambda a: np.maximum(a, 0), "off-grid"),
     "tanh": unary(tg.tanh, np.tanh),
     "sigmoid": unary(tg.sigmoid, _sigmoid),
     "sin": unary(tg.sin, np.sin),

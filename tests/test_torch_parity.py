@@ -255,6 +255,7 @@ OPS: dict[str, Callable[[Draw], Parity]] = {
     "log": unary(tg.log, torch.log, "positive"),
     "sqrt": unary(tg.sqrt, torch.sqrt, "positive"),
     "abs": unary(tg.abs, torch.abs),
+    "relu": unary(tg.nn.relu, torch.relu, "nonzero"),
     "tanh": unary(tg.tanh, torch.tanh),
     "sigmoid": unary(tg.sigmoid, torch.sigmoid),
     "sin": unary(tg.sin, torch.sin),

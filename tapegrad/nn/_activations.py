@@ -1,4 +1,4 @@
-"""Activations: ReLU is composed from primitives, GELU has a fused rule."""
+"""Activations: ReLU is a primitive of the core (`tapegrad._math.relu`), GELU has a fused rule."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from .._custom_vjp import custom_vjp
-from .._math import tanh, where
+from .._math import relu as relu
+from .._math import tanh
 from .._tape import is_recording
 from .._tensor import Tensor
 
@@ -16,9 +17,6 @@ _C = math.sqrt(2.0 / math.pi)
 _K = 0.044715
 
 
-def relu(x: Tensor) -> Tensor:
-    """``max(x, 0)``, composed from ``where`` and ``>`` with no rule of its own."""
-    return where(x > 0, x, 0)
 
 
 def _gelu_inner(x: Any) -> Any:
