@@ -38,9 +38,10 @@ def build_systems(batch: int, seed: int = 0) -> tuple[dict[str, Callable[[], flo
     """One zero-argument step function per system, all from the same weights and batch."""
     import tapegrad as tg
     from tapegrad import torchlike as tl
-    from tapegrad.nn import MLP, LinearParams, cross_entropy
+    from tapegrad.nn import MLP, LinearParams
 
-    sys.path.insert(0, str(HERE))
+    sys.path[:0] = [str(HERE), str(HERE.parent / "examples")]
+    from mnist import make_train_step
     from numpy_reference import SIZES, HandWrittenMLP
 
     weights, biases, x_np, y_np = make_inputs(batch, seed)
@@ -55,12 +56,7 @@ def build_systems(batch: int, seed: int = 0) -> tuple[dict[str, Callable[[], flo
     opt = tg.optim.adam(1e-3)
     x, y = tg.tensor(x_np), tg.tensor(y_np)
 
-    def train_step(p: Any, s: Any, x: tg.Tensor, y: tg.Tensor) -> tuple[Any, Any, tg.Tensor]:
-        with tg.Tape() as tape:
-            loss = cross_entropy(model.apply(p, x), y)
-        grads = tape.gradient(loss, p)
-        p, s = opt.update(grads, s, p)
-        return p, s, loss
+    train_step = make_train_step(model, opt, replayed=False)  # examples/mnist.py's step
 
     def functional(step: Callable[..., tuple[Any, Any, tg.Tensor]]) -> Callable[[], float]:
         state: list[Any] = [params, opt.init(params)]
@@ -129,32 +125,42 @@ def make_inputs(batch: int, seed: int = 0) -> tuple[list[Any], list[Any], Any, A
 
 def torch_systems(weights: list[Any], biases: list[Any], x_np: Any, y_np: Any, device: str) -> dict[str, Callable[[], float]]:
     """PyTorch eager with default and fused Adam on ``device``; none if torch is missing."""
+    systems = {}
+    for name, fused in (("torch", False), ("torch_fused_adam", True)):
+        model = torch_model(weights, biases, device, fused)
+        if model is None:
+            return {}
+        torch, tnet, topt = model
+        xt, yt = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+        systems[name] = torch_step(torch, tnet, topt, xt, yt)
+    return systems
+
+
+def torch_model(weights: list[Any], biases: list[Any], device: str, fused: bool = False) -> tuple[Any, Any, Any] | None:
+    """``(torch, net, adam)``: the seed MLP in PyTorch from these weights; None without torch or the device."""
     torch: Any
     try:
         import torch
     except ImportError:
-        return {}
+        return None
     if device == "cpu":
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     elif not torch.cuda.is_available():
-        return {}
-    xt, yt = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-    systems = {}
-    for name, fused in (("torch", False), ("torch_fused_adam", True)):
-        tnet = torch.nn.Sequential(
-            torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
-            torch.nn.ReLU(), torch.nn.Linear(64, 10)).to(device)
-        with torch.no_grad():
-            linears: list[Any] = [tnet[0], tnet[2], tnet[4]]
-            for lin, w, b in zip(linears, weights, biases):
-                lin.weight.copy_(torch.from_numpy(w.T.copy()))
-                lin.bias.copy_(torch.from_numpy(b))
-        topt = torch.optim.Adam(tnet.parameters(), lr=1e-3, fused=fused or None)
-        systems[name] = _torch_step(torch, tnet, topt, xt, yt)
-    return systems
+        return None
+    tnet = torch.nn.Sequential(
+        torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
+        torch.nn.ReLU(), torch.nn.Linear(64, 10)).to(device)
+    with torch.no_grad():
+        linears: list[Any] = [tnet[0], tnet[2], tnet[4]]
+        for lin, w, b in zip(linears, weights, biases):
+            lin.weight.copy_(torch.from_numpy(w.T.copy()))
+            lin.bias.copy_(torch.from_numpy(b))
+    topt = torch.optim.Adam(tnet.parameters(), lr=1e-3, fused=fused or None)
+    return torch, tnet, topt
 
 
-def _torch_step(torch: Any, net: Any, opt: Any, x: Any, y: Any) -> Callable[[], float]:
+def torch_step(torch: Any, net: Any, opt: Any, x: Any, y: Any) -> Callable[[], float]:
+    """One eager PyTorch training step on this batch, as a zero-argument function returning the loss."""
     def step() -> float:
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(net(x), y)

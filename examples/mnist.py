@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +89,50 @@ def make_optimizer(args: argparse.Namespace, steps_per_epoch: int) -> tg.optim.O
     return tg.optim.adam(args.lr)
 
 
+TrainStep = Callable[[Any, Any, tg.Tensor, tg.Tensor], tuple[Any, Any, tg.Tensor]]
+
+
+def initial_params(model: tg.nn.Sequential, seed: int, device: str = "cpu") -> tuple[Any, tg.random.Key]:
+    """The model's initial parameters for ``seed``, on ``device``, and the key that shuffles epochs."""
+    init_key, shuffle_key = tg.random.split(tg.random.key(seed))
+    return tg.tree.map(lambda p: p.to(device), model.init(init_key)), shuffle_key
+
+
+def make_train_step(model: tg.nn.Sequential, opt: tg.optim.Optimizer, replayed: bool = True) -> TrainStep:
+    """One pure training step: ``(params, opt_state, x, y) -> (params, opt_state, loss)``.
+
+    With ``replayed``, the step is traced once and replayed (see `tg.replay`). The
+    training loop drops the old parameters and state, so it donates them: the
+    replay updates them in place.
+    """
+
+    def step(params: Any, opt_state: Any, x: tg.Tensor, y: tg.Tensor) -> tuple[Any, Any, tg.Tensor]:
+        with tg.Tape() as tape:
+            loss = cross_entropy(model.apply(params, x), y)
+        grads = tape.gradient(loss, params)
+        params, opt_state = opt.update(grads, opt_state, params)
+        return params, opt_state, loss
+
+    return tg.replay(step, donate_argnums=(0, 1)) if replayed else step
+
+
+def train_epoch(train_step: TrainStep, params: Any, opt_state: Any, epoch_batches: Sequence[tuple[tg.Tensor, tg.Tensor]],
+                losses: np.ndarray, progress: Any = None) -> tuple[Any, Any]:
+    """One pass over ``epoch_batches``; each step's loss goes into ``losses``. The timed loop."""
+    for i, (x, y) in enumerate(epoch_batches):
+        params, opt_state, loss = train_step(params, opt_state, x, y)
+        losses[i] = loss.item()
+        if progress is not None:
+            progress.update(1)
+            if i % 25 == 0:
+                progress.set_postfix(loss=f"{losses[: i + 1].mean():.4f}", refresh=False)
+    return params, opt_state
+
+
 def train(args: argparse.Namespace, data: MnistSplits) -> dict[str, Any]:
     """The training loop; returns the final parameters, history and timings."""
     model = MLP(SIZES, dtype=args.dtype)
-    root_key = tg.random.key(args.seed)
-    init_key, shuffle_key = tg.random.split(root_key)
-    params = tg.tree.map(lambda p: p.to(args.device), model.init(init_key))
+    params, shuffle_key = initial_params(model, args.seed, args.device)
     steps_per_epoch = -(-len(data.train.labels) // args.batch_size)
     opt = make_optimizer(args, steps_per_epoch)
     opt_state = opt.init(params)
@@ -107,16 +145,7 @@ def train(args: argparse.Namespace, data: MnistSplits) -> dict[str, Any]:
         params, opt_state, start_epoch, history = resume(args.checkpoint, meta, params, opt_state)
         print(f"Resuming from {args.checkpoint} after epoch {start_epoch}")
 
-    def step(params: Any, opt_state: Any, x: tg.Tensor, y: tg.Tensor) -> tuple[Any, Any, tg.Tensor]:
-        with tg.Tape() as tape:
-            loss = cross_entropy(model.apply(params, x), y)
-        grads = tape.gradient(loss, params)
-        params, opt_state = opt.update(grads, opt_state, params)
-        return params, opt_state, loss
-
-    # The step is pure, so it can be traced once and replayed (see tg.replay). The loop
-    # drops the old parameters and state, so it donates them: the replay updates in place.
-    train_step = step if args.no_replay else tg.replay(step, donate_argnums=(0, 1))
+    train_step = make_train_step(model, opt, replayed=not args.no_replay)
     train_seconds = 0.0
     steps = 0
     for epoch in range(start_epoch, args.epochs):
@@ -125,13 +154,7 @@ def train(args: argparse.Namespace, data: MnistSplits) -> dict[str, Any]:
         losses = np.empty(len(epoch_batches))
         progress = _progress(epoch, args, len(epoch_batches))
         t0 = time.perf_counter()
-        for i, (x, y) in enumerate(epoch_batches):
-            params, opt_state, loss = train_step(params, opt_state, x, y)
-            losses[i] = loss.item()
-            if progress is not None:
-                progress.update(1)
-                if i % 25 == 0:
-                    progress.set_postfix(loss=f"{losses[: i + 1].mean():.4f}", refresh=False)
+        params, opt_state = train_epoch(train_step, params, opt_state, epoch_batches, losses, progress)
         train_seconds += time.perf_counter() - t0
         steps += len(epoch_batches)
         if progress is not None:

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "examples")]
 
 from train_step import build_systems  # noqa: E402
 
@@ -30,3 +32,21 @@ def test_every_system_computes_the_same_first_losses(batch: int) -> None:
     assert losses["tapegrad_replay"] == losses["tapegrad"]
     assert losses["tapegrad_replay_donated"] == losses["tapegrad"]
     assert losses["torchlike_replay"] == losses["torchlike"]
+
+
+def test_whole_run_systems_train_alike_from_the_examples_weights() -> None:
+    from mnist_common import load_splits
+    from whole_run import epoch_runners, time_run
+
+    data = load_splits(str(DATA), False, np.float32)
+    runners = epoch_runners(data, seed=42, steps=3)
+    assert {"tapegrad", "tapegrad_eager", "numpy", "torch"} <= set(runners)
+    report = time_run(runners, epochs=2)
+    assert set(report["seconds"]) == set(runners)
+    assert all(seconds > 0 for seconds in report["seconds"].values())
+    # A third epoch: each system's losses go on from where its last epoch ended.
+    losses = {name: run() for name, run in runners.items()}
+    for name, values in losses.items():
+        np.testing.assert_allclose(values, losses["numpy"], rtol=1e-4, err_msg=name)
+    # The example's replayed step is its eager step, bit for bit.
+    assert losses["tapegrad"].tolist() == losses["tapegrad_eager"].tolist()
