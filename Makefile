@@ -28,8 +28,10 @@ test: $(VENV)/.installed
 	$(PY) -m mypy
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests tapegrad examples
 
+# Speed: one step of every system, then whole default runs (ratios; never timed tests).
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/whole_run.py --data-dir $(DATA)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
