@@ -139,7 +139,8 @@ def train(args: argparse.Namespace, data: MnistSplits) -> dict[str, Any]:
     epoch_keys = tg.random.split(shuffle_key, args.epochs)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_acc": []}
     start_epoch = 0
-    meta = {"sizes": ",".join(map(str, SIZES)), "dtype": args.dtype, "seed": args.seed}
+    meta = {"sizes": ",".join(map(str, SIZES)), "dtype": args.dtype, "seed": args.seed, "full": args.full,
+            "train_size": args.train_size, "batch_size": args.batch_size, "lr": args.lr}
 
     if args.resume and Path(args.checkpoint).exists():
         params, opt_state, start_epoch, history = resume(args.checkpoint, meta, params, opt_state)
@@ -175,19 +176,36 @@ def train(args: argparse.Namespace, data: MnistSplits) -> dict[str, Any]:
             "model": model}
 
 
+# The settings a resumed run must share with the run that wrote the checkpoint: anything
+# else would silently continue a different run (other data, order, or step size).
+RESUMED_SETTINGS = (
+    ("sizes", "layer sizes"), ("dtype", "--dtype"), ("seed", "--seed"), ("full", "--full"),
+    ("train_size", "--train-size"), ("batch_size", "--batch-size"), ("lr", "--lr"),
+)
+
+
+def _shown(value: Any) -> str:
+    """A setting as the error message shows it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "unset" if value is None else str(value)
+
+
 def resume(path: str, meta: dict[str, Any], params: Any, opt_state: Any) -> tuple[Any, Any, int, dict[str, list[float]]]:
     """The state saved at ``path``; exits with a message if it is from another run's setup.
 
     The metadata is read first: it says how many epochs the history holds (so
-    that ``like`` has its shape), and which layer sizes and dtype wrote it.
+    that ``like`` has its shape), and the settings of the run that wrote it
+    (`RESUMED_SETTINGS`). Only ``--epochs`` may differ, to train on for longer.
     """
     try:
         saved_meta = checkpoint.load_metadata(path)
-        for key, option in (("sizes", "layer sizes"), ("dtype", "--dtype")):
+        for key, option in RESUMED_SETTINGS:
+            # A checkpoint from before a setting was recorded cannot be checked for it.
             if key in saved_meta and saved_meta[key] != meta[key]:
                 print(f"error: cannot resume: {path} was written by a run with {option} "
-                      f"{saved_meta[key]}, but this run has {option} {meta[key]}; resume with the "
-                      f"same setting, or start afresh without --resume", file=sys.stderr)
+                      f"{_shown(saved_meta[key])}, but this run has {option} {_shown(meta[key])}; resume "
+                      f"with the same setting, or start afresh without --resume", file=sys.stderr)
                 raise SystemExit(2)
         done = saved_meta.get("epoch", 0)
         done = done if isinstance(done, int) and not isinstance(done, bool) and done >= 0 else 0

@@ -158,6 +158,29 @@ def test_a_float32_checkpoint_is_refused_by_a_float64_run(
     )
 
 
+@pytest.mark.parametrize(
+    ("changed", "setting"),
+    [
+        (["--seed", "7"], "--seed 42, but this run has --seed 7"),
+        (["--train-size", "320"], "--train-size 640, but this run has --train-size 320"),
+        (["--batch-size", "64"], "--batch-size 32, but this run has --batch-size 64"),
+        (["--lr", "0.01"], "--lr 0.001, but this run has --lr 0.01"),
+        (["--full"], "--full off, but this run has --full on"),
+    ],
+    ids=["seed", "train-size", "batch-size", "lr", "full"],
+)
+def test_a_checkpoint_is_refused_by_a_run_with_other_settings(
+    mnist: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str], changed: list[str], setting: str
+) -> None:
+    path = tmp_path / "run.ckpt"
+    mnist.main(short(path, "--epochs", "1"))
+    err = resume_error(mnist, capsys, short(path, "--resume", *changed))
+    assert err == (
+        f"error: cannot resume: {path} was written by a run with {setting}; resume with the same "
+        "setting, or start afresh without --resume\n"
+    )
+
+
 def save_other_architecture(path: Path, metadata: dict[str, str | int | float | bool]) -> None:
     """A one-epoch checkpoint of a 784 -> 32 -> 10 MLP, saved the way mnist.py saves."""
     params = nn.MLP((784, 32, 10)).init(tg.random.key(0))
