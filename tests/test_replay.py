@@ -855,6 +855,47 @@ def test_gradients_are_computed_straight_into_the_optimizers_flat_buffer() -> No
     assert source.count(".sum(axis=0, out=") == 3
 
 
+def test_a_donated_buffer_that_takes_new_parameters_hands_back_its_registered_views() -> None:
+    model = nn.MLP(SIZES)
+    opt = optim.adam(1e-3)
+    eager = make_step(model, opt)
+    step = tg.replay(eager, donate_argnums=(0, 1))
+    params = model.init(tg.random.key(5))
+    state = opt.init(params)
+    expected_params, expected_state = params, state
+    for x, y in DATA[:5]:
+        given = {id(leaf.data) for leaf in tg.tree.leaves((params, state))}
+        params, state, loss = step(params, state, x, y)
+        expected_params, expected_state, expected_loss = eager(expected_params, expected_state, x, y)
+        assert_same((params, state, loss), (expected_params, expected_state, expected_loss))
+    # One call makes all the views of a buffer (the parameters given, then the new first
+    # and second moments and parameters). The new parameters land in a donated buffer,
+    # whose own registered views (arrays the caller gave up) come back.
+    from tapegrad._flat import views_of
+
+    last = list(step._cache.values())[-1]
+    name = next(k for k, v in last.run.__globals__.items() if v is views_of)
+    assert step.sources()[-1].count(f" = {name}(") == 4
+    assert {id(leaf.data) for leaf in tg.tree.leaves(params)} <= given
+
+
+def test_split_returns_the_registered_views_unless_one_was_reshaped_in_place() -> None:
+    from tapegrad._flat import split, views_of
+
+    layout = ((2, 3), (4,))
+    flat = np.arange(10.0)
+    first = split(flat, layout)
+    again = views_of(flat, layout)
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    assert [v.shape for v in views_of(flat, ((10,),))] == [(10,)]  # another layout: new views
+    renewed = views_of(flat, layout)
+    assert all(a is not b for a, b in zip(first, renewed, strict=True))
+    renewed[0].shape = (3, 2)  # no longer the layout's view
+    fresh = views_of(flat, layout)
+    assert fresh[0] is not renewed[0] and fresh[0].shape == (2, 3)
+    assert fresh[0].tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+
+
 def test_a_returned_piece_of_a_concatenation_written_in_place_later_keeps_its_values() -> None:
     def pieces(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
         first = np.matmul(a.data, b.data)
