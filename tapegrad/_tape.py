@@ -133,6 +133,10 @@ class Tape:
     def __len__(self) -> int:
         return len(self._records)
 
+    def last_output(self) -> Tensor | None:
+        """The output of the last op recorded, if any."""
+        return self._records[-1][2] if self._records else None
+
     def __del__(self) -> None:
         # As an unclosed file does: the warning is silent by default, and under
         # -W error Python reports it as unraisable (a __del__ cannot raise).
@@ -374,3 +378,51 @@ def stop_gradient(x: Tensor) -> Tensor:
         raise TypeError(f"stop_gradient: expected a Tensor, got {type(x).__name__}")
     return Tensor(x.data)
 
+
+
+# ---- one graph at a time (for `tapegrad.torchlike`) -----------------------------------
+# PyTorch frees the graph behind a loss when backward() runs through it, and keeps
+# any other graph recorded meanwhile. The wrapper does the same on its ambient tape
+# with these: find a graph's records, take them off the tape, differentiate them alone.
+
+
+def graph_of(tape: Tape, targets: list[Tensor]) -> list[int]:
+    """Indices, in order, of the records on ``tape`` that ``targets`` were computed from."""
+    needed = {id(t) for t in targets}
+    add = needed.add
+    found = []
+    records = tape._records
+    for i in range(len(records) - 1, -1, -1):
+        record = records[i]
+        if id(record[2]) in needed:
+            found.append(i)
+            for x in record[1]:
+                add(id(x))
+    found.reverse()
+    return found
+
+
+def take_records(tape: Tape, indices: list[int], keep: bool = False) -> list[Record]:
+    """The records at ``indices``, removed from ``tape`` unless ``keep``."""
+    records = tape._records
+    if not keep and len(indices) == len(records):  # the whole tape: the common case
+        tape._records = []
+        return records
+    taken = [records[i] for i in indices]
+    if not keep:
+        dropped = set(indices)
+        tape._records = [r for i, r in enumerate(records) if i not in dropped]
+    return taken
+
+
+def gradient_of_records(
+    records: list[Record], target: Tensor, sources: list[Tensor], output_gradients: Tensor | None
+) -> list[Tensor | None]:
+    """`Tape.gradient` of ``target`` through ``records`` alone, unconnected sources giving ``None``.
+
+    The list is consumed: each record is let go as soon as the backward pass has used it.
+    """
+    alone = Tape()
+    alone._records = records
+    grads: list[Tensor | None] = alone.gradient(target, list[Tensor | None](sources), output_gradients, "none")
+    return grads

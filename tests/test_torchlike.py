@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import tapegrad as tg
 from tapegrad import nn
@@ -32,10 +33,16 @@ from tapegrad.torchlike import (
     no_grad,
     xp,
 )
+from tapegrad.torchlike import replay as tl_replay
 
 NO_GRAD_MESSAGE = (
     "backward(): this tensor does not require grad; it was not computed from any "
     "tensor with requires_grad=True since the last backward() or zero_grad()"
+)
+FREED_MESSAGE = (
+    "backward(): the graph behind this tensor was already freed, by an earlier backward() "
+    "through it (or by torchlike.replay); compute it again, or pass retain_graph=True to the "
+    "first backward(), as in PyTorch"
 )
 
 
@@ -232,8 +239,102 @@ def test_backward_twice_on_the_same_loss_is_refused() -> None:
     loss.backward()
     with pytest.raises(RuntimeError) as info:
         loss.backward()
-    assert str(info.value) == NO_GRAD_MESSAGE
+    assert str(info.value) == FREED_MESSAGE
     assert w.grad is not None and w.grad.numpy().tolist() == [2.0]
+
+
+# ---- graphs: one per loss, freed by its backward(), as in PyTorch ---------------------------------
+
+
+def two_nets(seed: int = 0) -> tuple[Sequential, torch.nn.Sequential]:
+    """A small wrapper MLP and the same MLP in PyTorch, in float64."""
+    rng = np.random.default_rng(seed)
+    pairs = [(Linear(4, 3), torch.nn.Linear(4, 3).double()), (Linear(3, 2), torch.nn.Linear(3, 2).double())]
+    for layer, twin in pairs:
+        w, b = rng.standard_normal((twin.in_features, twin.out_features)), rng.standard_normal(twin.out_features)
+        assert layer.bias is not None
+        layer.weight.data, layer.bias.data = w, b
+        with torch.no_grad():
+            twin.weight.copy_(torch.from_numpy(w.T.copy()))
+            twin.bias.copy_(torch.from_numpy(b))
+    (first, t_first), (second, t_second) = pairs
+    return Sequential(first, ReLU(), second), torch.nn.Sequential(t_first, torch.nn.ReLU(), t_second)
+
+
+def assert_grads_match(ours: Sequential, theirs: torch.nn.Sequential) -> None:
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None
+        expected = q.grad.numpy().T if q.grad.ndim == 2 else q.grad.numpy()
+        np.testing.assert_allclose(p.grad.numpy(), expected, rtol=1e-12, atol=1e-14)
+
+
+BATCHES = [(np.random.default_rng(k).standard_normal((5, 4)), np.array([0, 1, 1, 0, 1])) for k in range(2)]
+
+
+def test_zero_grad_between_forward_and_backward_keeps_the_loss_graph() -> None:
+    ours, theirs = two_nets()
+    opt, topt = SGD(ours.parameters(), lr=0.1), torch.optim.SGD(theirs.parameters(), lr=0.1)
+    (x, y), (tx, ty) = BATCHES[0], tuple(map(torch.from_numpy, BATCHES[0]))
+    loss = CrossEntropyLoss()(ours(Tensor(x)), Tensor(y))
+    opt.zero_grad()  # after the forward pass, as many PyTorch loops do
+    loss.backward()
+    tloss = torch.nn.functional.cross_entropy(theirs(tx), ty)
+    topt.zero_grad()
+    torch.autograd.backward(tloss)
+    assert_grads_match(ours, theirs)
+
+
+def test_two_losses_recorded_before_either_backward_both_backpropagate() -> None:
+    ours, theirs = two_nets()
+    losses = [CrossEntropyLoss()(ours(Tensor(x)), Tensor(y)) for x, y in BATCHES]
+    tlosses = [torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y)) for x, y in BATCHES]
+    for loss, tloss in zip(losses, tlosses, strict=True):
+        loss.backward()
+        torch.autograd.backward(tloss)
+    assert_grads_match(ours, theirs)
+    assert not tg.is_recording()  # both graphs freed: the tape closed
+
+
+def test_a_shared_graph_needs_retain_graph_for_its_second_backward() -> None:
+    ours, theirs = two_nets()
+    x = BATCHES[0][0]
+    hidden = ours(Tensor(x))
+    (hidden * hidden).sum().backward()
+    with pytest.raises(RuntimeError) as info:
+        hidden.sum().backward()
+    assert str(info.value) == FREED_MESSAGE
+    ours.zero_grad()
+    hidden = ours(Tensor(x))
+    (hidden * hidden).sum().backward(retain_graph=True)
+    hidden.sum().backward()
+    thidden = theirs(torch.from_numpy(x))
+    torch.autograd.backward((thidden * thidden).sum(), retain_graph=True)
+    torch.autograd.backward(thidden.sum())
+    assert_grads_match(ours, theirs)
+
+
+def test_backward_of_a_leaf_gives_its_output_gradient() -> None:
+    w = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    w.backward(Tensor(np.array([3.0, 4.0])))
+    assert w.grad is not None and w.grad.numpy().tolist() == [3.0, 4.0]
+
+
+def test_a_replayed_step_frees_a_graph_left_open_before_it(seeded: None) -> None:
+    model = Linear(2, 1)
+    opt = SGD(model.parameters(), lr=0.1)
+
+    def step(x: Tensor) -> Tensor:
+        opt.zero_grad()
+        loss: Tensor = model(x).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    pending = model(Tensor(np.ones((1, 2)))).sum()
+    tl_replay(step, model, opt)(Tensor(np.ones((1, 2))))
+    with pytest.raises(RuntimeError) as info:
+        pending.backward()
+    assert str(info.value) == FREED_MESSAGE
 
 
 def test_integer_tensors_cannot_require_grad() -> None:
@@ -275,6 +376,21 @@ def test_eval_forward_then_zero_grad_releases_the_tape(seeded: None) -> None:
     opt.zero_grad()
     gc.collect()
     assert probe._refs[0]() is None
+
+
+def test_zero_grad_frees_the_dead_graphs_and_keeps_a_live_one(seeded: None) -> None:
+    probe = Probe()
+    model = Sequential(Linear(6, 5), ReLU(), probe, Linear(5, 3))
+    kept = model(Tensor(np.ones((7, 6))))
+    model(Tensor(np.ones((4, 6))))  # dropped at once
+    model.zero_grad()
+    gc.collect()
+    assert probe._refs[0]() is not None and probe._refs[1]() is None
+    kept.sum().backward()  # its graph is intact
+    assert all(p.grad is not None for p in model.parameters())
+    del kept
+    gc.collect()
+    assert probe._refs[0]() is None and not tg.is_recording()
 
 
 def test_module_zero_grad_also_releases_the_tape(seeded: None) -> None:

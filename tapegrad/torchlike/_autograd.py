@@ -1,23 +1,43 @@
 """PyTorch's implicit graph, rebuilt on one explicit `Tape` per thread.
 
 PyTorch records whenever a tensor that requires grad takes part in an op.
-Here, the first such op opens an ambient tape on this thread; ``backward()``
-asks that tape for the gradients of every leaf it saw and then closes it, and
-``zero_grad()`` closes it too, so a forward pass that is never backpropagated
-(an evaluation step) cannot keep its values alive past the next step.
+Here, the first such op opens an ambient tape on this thread, and every graph
+recorded until it closes lives on it. As in PyTorch:
+
+- ``backward()`` differentiates the graph behind its tensor alone, then frees
+  that graph (unless ``retain_graph=True``); other graphs recorded meanwhile
+  stay, so ``l1.backward(); l2.backward()`` works for two separate losses;
+- ``zero_grad()`` frees every graph that no live tensor can still reach, so
+  a forward pass that is never backpropagated (an evaluation step) cannot
+  keep its values alive past the next step, while a loss computed before
+  ``zero_grad()`` can still be backpropagated after it.
+
+The tape closes when it holds no graph.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .._tape import Tape
+from .._tape import Record, Tape, gradient_of_records, graph_of, take_records
+from .._tensor import Tensor as CoreTensor
 
 if TYPE_CHECKING:
     from ._tensor import Tensor
+
+NOT_RECORDED = (
+    "backward(): this tensor does not require grad; it was not computed from any "
+    "tensor with requires_grad=True since the last backward() or zero_grad()"
+)
+FREED = (
+    "backward(): the graph behind this tensor was already freed, by an earlier backward() "
+    "through it (or by torchlike.replay); compute it again, or pass retain_graph=True to the "
+    "first backward(), as in PyTorch"
+)
 
 
 class _Ambient(threading.local):
@@ -25,6 +45,13 @@ class _Ambient(threading.local):
         self.tape: Tape | None = None
         self.leaves: dict[int, Tensor] = {}
         self.enabled = True
+        # Wrapper tensors computed on the tape, weakly: a graph stays while one of them
+        # lives. (A list of plain weak references: a WeakSet costs several times more.)
+        self.outputs: list[weakref.ref[Tensor]] = []
+        # Values whose records are gone (freed), by id, weakly: a graph that reaches one
+        # of them lost part of itself. Plain weak references are cheap; dead ones are
+        # swept out now and then.
+        self.freed: dict[int, weakref.ref[CoreTensor]] = {}
 
 
 _AMBIENT = _Ambient()
@@ -41,6 +68,11 @@ def watch(leaf: Tensor) -> None:
     _AMBIENT.leaves[id(leaf)] = leaf
 
 
+def track(output: Tensor) -> None:
+    """Remember a wrapper tensor computed on the tape (weakly): its graph is in use."""
+    _AMBIENT.outputs.append(weakref.ref(output))
+
+
 def ensure_recording() -> None:
     """Open the ambient tape if no op has opened it yet."""
     if _AMBIENT.tape is None:
@@ -50,11 +82,13 @@ def ensure_recording() -> None:
 
 
 def release() -> None:
-    """Close the ambient tape and forget its leaves."""
+    """Close the ambient tape, freeing every graph on it, and forget its leaves."""
     tape = _AMBIENT.tape
     if tape is not None:
+        _mark_freed([t.value for t in _live_outputs()])
         _AMBIENT.tape = None
         _AMBIENT.leaves = {}
+        _AMBIENT.outputs = []
         try:
             tape.__exit__(None, None, None)
         except ValueError:  # pragma: no cover - exited from another context
@@ -62,26 +96,104 @@ def release() -> None:
         tape.close()
 
 
-def backward(root: Tensor, gradient: Any = None) -> None:
-    """Accumulate d(root)/d(leaf) into every recorded leaf's ``.grad``."""
+def release_unused() -> None:
+    """Free the graphs no live wrapper tensor can reach; close the tape if none is left."""
+    tape = _AMBIENT.tape
+    if tape is None:
+        return
+    live = [t.value for t in _live_outputs()]
+    in_use = set(graph_of(tape, live)) if live else set()
+    if not in_use:
+        release()
+        return
+    take_records(tape, [i for i in range(len(tape)) if i not in in_use])
+
+
+def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> None:
+    """Accumulate d(root)/d(leaf) into every recorded leaf's ``.grad``; then free root's graph."""
     from ._tensor import Tensor as Wrapped
 
+    if not root.requires_grad:
+        raise RuntimeError(NOT_RECORDED)
     tape = _AMBIENT.tape
-    if tape is None or not root.requires_grad:
-        raise RuntimeError(
-            "backward(): this tensor does not require grad; it was not computed from any "
-            "tensor with requires_grad=True since the last backward() or zero_grad()"
-        )
     leaves = list(_AMBIENT.leaves.values())
+    if root.is_leaf and id(root) not in _AMBIENT.leaves:
+        leaves.append(root)
+    if tape is None or not len(tape):
+        indices = []
+    elif not retain_graph and tape.last_output() is root.value and _only_live_result(root):
+        # The classic loop: the loss was computed last and nothing else that could be
+        # backpropagated later is alive, so the whole tape is its graph (or dead).
+        indices = list(range(len(tape)))
+    else:
+        indices = graph_of(tape, [root.value])
+    # A live result keeps its graph until a backward() through it (or a replay) frees it.
+    if not root.is_leaf and not indices:
+        raise RuntimeError(FREED)
+    records: list[Record] = []
+    if tape is not None:
+        records = take_records(tape, indices, keep=True)
+        if _reaches_freed(records):
+            raise RuntimeError(FREED)  # it shares values with a graph an earlier backward() freed
+        if not retain_graph:
+            if len(records) == len(tape):  # the tape held this graph alone: close it now
+                release()
+                tape = None
+            else:  # the graph is ours alone now: let it go as it is used
+                dropped = {id(r[2]) for r in take_records(tape, indices)}
+                _mark_freed([t.value for t in _live_outputs() if id(t.value) in dropped])
     seed = None if gradient is None else (gradient.value if isinstance(gradient, Wrapped) else gradient)
-    # The tape must stop recording before it differentiates.
-    _AMBIENT.tape = None
-    _AMBIENT.leaves = {}
-    tape.__exit__(None, None, None)
-    grads = tape.gradient(root.value, [leaf.value for leaf in leaves], seed, unconnected="none")
+    sources = [leaf.value for leaf in leaves]
+    if tape is None:
+        grads = gradient_of_records(records, root.value, sources, seed)
+    else:
+        with tape.stop_recording():  # the ambient tape must not record the backward pass itself
+            grads = gradient_of_records(records, root.value, sources, seed)
     for leaf, g in zip(leaves, grads):
         if g is not None:
             leaf.accumulate_grad(g)
+
+
+def _live_outputs() -> list[Tensor]:
+    """The wrapper tensors computed on the tape that are still alive."""
+    live = []
+    for ref in _AMBIENT.outputs:
+        t = ref()
+        if t is not None:
+            live.append(t)
+    return live
+
+
+def _only_live_result(root: Tensor) -> bool:
+    """Whether ``root`` is the only live wrapper tensor computed on the tape."""
+    for ref in _AMBIENT.outputs:
+        t = ref()
+        if t is not None and t is not root:
+            return False
+    return True
+
+
+def _mark_freed(values: list[CoreTensor]) -> None:
+    """Remember that these values (held by live wrapper tensors) lost the records behind them."""
+    freed = _AMBIENT.freed
+    if len(freed) > 4096:  # sweep out the dead
+        _AMBIENT.freed = freed = {k: ref for k, ref in freed.items() if ref() is not None}
+    ref = weakref.ref
+    for value in values:
+        freed[id(value)] = ref(value)
+
+
+def _reaches_freed(records: list[Record]) -> bool:
+    """Whether an input of ``records`` is a value whose own record was freed."""
+    freed = _AMBIENT.freed
+    if not freed:
+        return False
+    for record in records:
+        for x in record[1]:
+            ref = freed.get(id(x))
+            if ref is not None and ref() is x:
+                return True
+    return False
 
 
 @contextmanager

@@ -58,10 +58,10 @@ class Module:
         return list(unique.values())
 
     def zero_grad(self) -> None:
-        """Forget the gradients of every parameter (and any unused recorded graph)."""
+        """Forget the gradients of every parameter (and any recorded graph no live tensor reaches)."""
         from . import _autograd
 
-        _autograd.release()
+        _autograd.release_unused()
         for p in self.parameters():
             p.grad = None
 

@@ -27,10 +27,10 @@ class Optimizer:
         self.state: Any = opt.init([p.value for p in self.params])
 
     def zero_grad(self) -> None:
-        """Forget every parameter's gradient (and any unused recorded graph)."""
+        """Forget every parameter's gradient (and any recorded graph no live tensor reaches)."""
         from . import _autograd
 
-        _autograd.release()
+        _autograd.release_unused()
         for p in self.params:
             p.grad = None
 

@@ -87,9 +87,13 @@ class Tensor:
         """The same values, cut from the graph (a new core tensor, unknown to any tape)."""
         return Tensor(stop_gradient(self.value))
 
-    def backward(self, gradient: Tensor | None = None) -> None:
-        """Accumulate this tensor's gradient into every leaf that requires grad."""
-        _autograd.backward(self, gradient)
+    def backward(self, gradient: Tensor | None = None, retain_graph: bool = False) -> None:
+        """Accumulate this tensor's gradient into every leaf that requires grad.
+
+        As in PyTorch, the graph behind this tensor is freed afterwards, unless
+        ``retain_graph=True``; other graphs recorded meanwhile are kept.
+        """
+        _autograd.backward(self, gradient, retain_graph)
 
     def zero_(self) -> Tensor:
         """Set every value to zero (rebinds ``.data``)."""
@@ -196,6 +200,7 @@ def apply_op(fn: Callable[..., CoreTensor], *args: Any) -> Tensor:
     if needs_grad and out.value.dtype.kind == "f":
         out.requires_grad = True
         out.is_leaf = False
+        _autograd.track(out)
     return out
 
 
