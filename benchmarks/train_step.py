@@ -1,7 +1,7 @@
 """Time one training step of the seed's MLP under every system, interleaved.
 
-    python benchmarks/train_step.py                 # 1 and 2 BLAS threads, batch 32 and 256
-    python benchmarks/train_step.py --threads 1 --batches 32 --rounds 5
+    python benchmarks/train_step.py                 # 1 and 2 BLAS threads, batch 32 and 256, 3 runs each
+    python benchmarks/train_step.py --threads 1 --batches 32 --rounds 5 --repeats 1
 
 Systems: tapegrad's functional API and its PyTorch-style wrapper, each eager
 and with the same step under `tg.replay` / `tl.replay` (the functional one
@@ -9,7 +9,9 @@ also with `donate_argnums`, as the wrapper's always donates), PyTorch eager (def
 hand-written NumPy step. All start from the same weights, in float32, and
 run in one process, alternating in short bursts (A/B/C/D, A/B/C/D, ...) so
 that the machine's drift hits every system alike. The ratios are the result;
-absolute times on a shared machine move by up to 2x.
+absolute times on a shared machine move by up to 2x, and one run's ratios by
+several per cent, so each thread count runs ``--repeats`` times, each in a
+fresh process, and the tables give the median and range of every ratio.
 """
 
 from __future__ import annotations
@@ -285,19 +287,49 @@ def run_child(threads: int, batches: list[int], rounds: int, burst: int, keep_me
     return report
 
 
+def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from repeated runs: each median and ratio is the median over the runs.
+
+    A ratio's lowest and highest values over the runs go in ``ratio_ranges``.
+    """
+    combined: dict[str, Any] = {key: reports[0][key] for key in ("threads", "retain_freed_memory")}
+    combined["repeats"] = len(reports)
+    combined["batches"] = {}
+    for batch in reports[0]["batches"]:
+        runs = [r["batches"][batch] for r in reports]
+        combined["batches"][batch] = {
+            "median_us": {k: statistics.median(run["median_us"][k] for run in runs) for k in runs[0]["median_us"]},
+            "ratios": {k: statistics.median(run["ratios"][k] for run in runs) for k in runs[0]["ratios"]},
+            "ratio_ranges": {k: (min(run["ratios"][k] for run in runs), max(run["ratios"][k] for run in runs))
+                             for k in runs[0]["ratios"]},
+        }
+    for key in ("peak_step_bytes_batch32", "op_overhead_us"):
+        combined[key] = {k: statistics.median(r[key][k] for r in reports) for k in reports[0][key]}
+    return combined
+
+
 def print_report(report: dict[str, Any]) -> None:
     """The tables, as Markdown."""
     malloc = "freed memory retained" if report["retain_freed_memory"] else "default malloc"
-    print(f"\n### {report['threads']} BLAS thread(s), {malloc}\n")
+    repeats = report.get("repeats", 1)
+    runs = f", median of {repeats} runs (lowest-highest ratio in brackets)" if repeats > 1 else ""
+    print(f"\n### {report['threads']} BLAS thread(s), {malloc}{runs}\n")
     for batch, r in report["batches"].items():
-        med, ratios = r["median_us"], r["ratios"]
+        med, ratios, ranges = r["median_us"], r["ratios"], r.get("ratio_ranges")
+
+        def shown(key: str) -> str:
+            if ranges is None or repeats == 1:
+                return f"{ratios[key]:.2f}"
+            low, high = ranges[key]
+            return f"{ratios[key]:.2f} ({low:.2f}-{high:.2f})"
+
         print(f"batch {batch}: median µs per training step (ratio to hand-written NumPy; to PyTorch eager)")
         print("| system | µs/step | ×numpy | ×torch |\n| --- | ---: | ---: | ---: |")
         for name, us in med.items():
-            vs_torch = f"{ratios[name + '/torch']:.2f}" if name + "/torch" in ratios else "-"
-            print(f"| {name} | {us:,.0f} | {ratios[name + '/numpy']:.2f} | {vs_torch} |")
-        print(f"\nwrapper / functional: {ratios['torchlike/tapegrad']:.2f} eager, "
-              f"{ratios['torchlike_replay/tapegrad_replay_donated']:.2f} replayed\n")
+            vs_torch = shown(name + "/torch") if name + "/torch" in ratios else "-"
+            print(f"| {name} | {us:,.0f} | {shown(name + '/numpy')} | {vs_torch} |")
+        print(f"\nwrapper / functional: {shown('torchlike/tapegrad')} eager, "
+              f"{shown('torchlike_replay/tapegrad_replay_donated')} replayed\n")
     mem = report["peak_step_bytes_batch32"]
     print("peak traced memory of one step (batch 32): "
           + ", ".join(f"{name} {mem[name] / 1e6:.2f} MB ({mem[name] / mem['numpy']:.2f}x numpy)"
@@ -314,6 +346,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--burst", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per thread count, each in a fresh process")
     parser.add_argument("--json", default=str(HERE / "results" / "train_step.json"))
     parser.add_argument("--default-malloc", action="store_true",
                         help="do not call tapegrad.retain_freed_memory() (measures the page-fault cost)")
@@ -328,8 +361,14 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--batches",
                *map(str, args.batches), "--rounds", str(args.rounds), "--burst", str(args.burst),
                *(["--default-malloc"] if args.default_malloc else [])]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        report = json.loads(out.strip().splitlines()[-1])
+        # Each run in a fresh process: a run's ratios move by several per cent with the
+        # machine, so a verdict is the median over runs, with the spread beside it.
+        runs = []
+        for _ in range(args.repeats):
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+        report = combine(runs)
+        report["runs"] = runs
         print_report(report)
         reports.append(report)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
 sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "examples")]
 
-from train_step import build_systems  # noqa: E402
+from train_step import build_systems, combine  # noqa: E402
 
 
 @pytest.mark.parametrize("batch", [8, 32])
@@ -50,3 +51,19 @@ def test_whole_run_systems_train_alike_from_the_examples_weights() -> None:
         np.testing.assert_allclose(values, losses["numpy"], rtol=1e-4, err_msg=name)
     # The example's replayed step is its eager step, bit for bit.
     assert losses["tapegrad"].tolist() == losses["tapegrad_eager"].tolist()
+
+
+def test_repeated_runs_combine_into_median_ratios_with_their_range() -> None:
+    def run(numpy_us: float, replay_us: float) -> dict[str, Any]:
+        medians = {"numpy": numpy_us, "tapegrad_replay": replay_us}
+        ratios = {f"{k}/numpy": v / numpy_us for k, v in medians.items()}
+        return {"threads": 1, "retain_freed_memory": True,
+                "batches": {"32": {"median_us": medians, "ratios": ratios}},
+                "peak_step_bytes_batch32": {"numpy": 2.0}, "op_overhead_us": {"numpy_add": 0.5}}
+
+    combined = combine([run(100, 130), run(200, 220), run(100, 150)])
+    batch = combined["batches"]["32"]
+    assert combined["repeats"] == 3
+    assert batch["median_us"] == {"numpy": 100, "tapegrad_replay": 150}
+    assert batch["ratios"]["tapegrad_replay/numpy"] == 1.3  # the median ratio, not a ratio of medians
+    assert batch["ratio_ranges"]["tapegrad_replay/numpy"] == (1.1, 1.5)
