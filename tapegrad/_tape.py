@@ -118,6 +118,11 @@ class Tape:
             _ACTIVE.reset(token)
 
     @property
+    def recording(self) -> bool:
+        """Whether this tape records now (entered, and not paused by `stop_recording`)."""
+        return any(t is self for t in _ACTIVE.get())
+
+    @property
     def persistent(self) -> bool:
         """Whether `gradient` may be called more than once."""
         return self._persistent
@@ -426,3 +431,11 @@ def gradient_of_records(
     alone._records = records
     grads: list[Tensor | None] = alone.gradient(target, list[Tensor | None](sources), output_gradients, "none")
     return grads
+
+
+def deactivate(tape: Tape) -> None:
+    """Take ``tape`` out of the active tapes: it was closed while `stop_recording` paused it,
+    and leaving that block put it back."""
+    active = _ACTIVE.get()
+    if any(t is tape for t in active):
+        _ACTIVE.set(tuple(t for t in active if t is not tape))

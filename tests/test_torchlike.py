@@ -313,6 +313,23 @@ def test_a_shared_graph_needs_retain_graph_for_its_second_backward() -> None:
     assert_grads_match(ours, theirs)
 
 
+@pytest.mark.parametrize("other_live_result", [False, True], ids=["alone", "with-another-graph"])
+def test_backward_inside_no_grad_works_and_leaves_one_tape(other_live_result: bool) -> None:
+    w = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    loss = (w * w).sum()
+    other = w * 3.0 if other_live_result else None
+    with no_grad():
+        loss.backward()  # allowed in PyTorch too
+    assert w.grad is not None and w.grad.numpy().tolist() == [2.0, 4.0]
+    assert tg.is_recording() == other_live_result  # the tape closed with its last graph
+    (w * 2.0).sum().backward()
+    assert w.grad.numpy().tolist() == [4.0, 6.0]
+    if other is not None:
+        other.sum().backward()
+        assert w.grad.numpy().tolist() == [7.0, 9.0]
+    assert not tg.is_recording()
+
+
 def test_backward_of_a_leaf_gives_its_output_gradient() -> None:
     w = Tensor(np.array([1.0, 2.0]), requires_grad=True)
     w.backward(Tensor(np.array([3.0, 4.0])))

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .._tape import Record, Tape, gradient_of_records, graph_of, take_records
+from .._tape import Record, Tape, deactivate, gradient_of_records, graph_of, take_records
 from .._tensor import Tensor as CoreTensor
 
 if TYPE_CHECKING:
@@ -144,11 +144,11 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
                 _mark_freed([t.value for t in _live_outputs() if id(t.value) in dropped])
     seed = None if gradient is None else (gradient.value if isinstance(gradient, Wrapped) else gradient)
     sources = [leaf.value for leaf in leaves]
-    if tape is None:
-        grads = gradient_of_records(records, root.value, sources, seed)
-    else:
+    if tape is not None and tape.recording:
         with tape.stop_recording():  # the ambient tape must not record the backward pass itself
             grads = gradient_of_records(records, root.value, sources, seed)
+    else:  # closed, or paused by no_grad()
+        grads = gradient_of_records(records, root.value, sources, seed)
     for leaf, g in zip(leaves, grads):
         if g is not None:
             leaf.accumulate_grad(g)
@@ -211,3 +211,7 @@ def no_grad() -> Iterator[None]:
             yield
     finally:
         _AMBIENT.enabled = previous
+        if tape is not None and _AMBIENT.tape is not tape:
+            # A backward() or zero_grad() inside the block closed the tape; leaving the
+            # pause must not make it record again.
+            deactivate(tape)
