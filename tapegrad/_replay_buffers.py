@@ -80,13 +80,127 @@ def reuse_buffers(
         if isinstance(value, np.ndarray) and _reusable(value):
             pool = free.get(_fit_key(value))
             if pool:
-                buffer = pool.pop()
+                buffer = _pick(pool, ins, donated)
                 physical[out] = buffer
                 ins = attrs.evolve(ins, kwargs=(("out", Container(tuple, (Ref(buffer),))),), effect=True)
         rewritten.append(ins)
         for g in dying:
             free.setdefault(_fit_key(values[g]), []).append(physical.get(g, g))
     return rewritten
+
+
+def accumulate_into_donated(
+    instructions: Sequence[Instruction], values: list[Any], fixed: set[int], donated: set[int]
+) -> list[Instruction]:
+    """In-place updates that finish in a donated argument's own memory.
+
+    An optimizer computes a new moment as ``m2 = g - m; m2 *= c; m2 += m``. When
+    that last ``m2 += m`` is the last read of ``m``, a donated argument, it may
+    write into ``m`` instead: the same ufunc on the same operands, so the same
+    values, and from there on ``m2`` lives where ``m`` did. The state is then
+    updated where it lies, as PyTorch's optimizers do, and its registered views
+    come back unchanged (see `_flat.views_of`). Only when nothing could tell:
+    past the last guard, elementwise ufuncs on whole arrays of one shape and
+    dtype, and no view of ``m2`` made before and read after. Views of ``m2``
+    made afterwards are views of ``m``: ``values`` is updated to match.
+    """
+    groups = memory_groups(values)
+    last_guard = max((i for i, ins in enumerate(instructions) if ins.kind.endswith("guard")), default=-1)
+    defined_at = {s: i for i, ins in enumerate(instructions) for s in ins.outs}
+    last_touch: dict[int, int] = {}  # by slot, and by buffer (a group's owner slot)
+    for i, ins in enumerate(instructions):
+        for s in slots_touched(ins):
+            last_touch[s] = i
+            for g in groups.get(s, ()):
+                last_touch[g] = max(last_touch.get(g, -1), i)
+    rename: dict[int, int] = {}
+    result = []
+    for i, ins in enumerate(instructions):
+        if rename:
+            ins = _renamed(ins, rename)
+        target = _accumulation(ins, i, values, groups, fixed, donated, last_touch, last_guard, defined_at)
+        if target is not None:
+            a, b = target
+            ins = attrs.evolve(ins, kwargs=(("out", Container(tuple, (Ref(b),))),))
+            rename[a] = b
+            for s, owners in list(groups.items()):
+                if s != a and a in owners and defined_at.get(s, -1) > i:
+                    values[s] = _view_in(values[b], values[a], values[s])
+                    groups[s] = {b}
+        result.append(ins)
+    return result
+
+
+def _accumulation(
+    ins: Instruction, i: int, values: Sequence[Any], groups: dict[int, set[int]], fixed: set[int],
+    donated: set[int], last_touch: dict[int, int], last_guard: int, defined_at: dict[int, int],
+) -> tuple[int, int] | None:
+    """``(a, b)`` if ``ins`` is ``ufunc(a, b, out=(a,))`` (either order) that may write into ``b``."""
+    if i <= last_guard or ins.kind != "call" or ins.outs or len(ins.args) != 2 or len(ins.kwargs) != 1:
+        return None
+    owner = getattr(ins.fn, "__self__", None)
+    if not (isinstance(owner, np.ufunc) and ins.fn.__name__ == "__call__" and owner.nout == 1
+            and owner.signature is None):
+        return None
+    name, out = ins.kwargs[0]
+    if name != "out" or not (isinstance(out, Container) and len(out.items) == 1 and isinstance(out.items[0], Ref)):
+        return None
+    a = out.items[0].slot
+    refs = [t.slot for t in ins.args if isinstance(t, Ref)]
+    if len(refs) != 2 or a not in refs or refs[0] == refs[1]:
+        return None
+    b = refs[1] if refs[0] == a else refs[0]
+    va, vb = values[a], values[b]
+    if not (isinstance(va, np.ndarray) and isinstance(vb, np.ndarray) and va.shape == vb.shape
+            and va.dtype == vb.dtype and _reusable(va) and _reusable(vb)):
+        return None
+    # b: a donated argument's own buffer, read for the last time here, none of it returned.
+    if b not in donated or groups.get(b) != {b} or last_touch.get(b) != i:
+        return None
+    if any(b in groups.get(s, ()) for s in fixed):
+        return None
+    # a: a temporary the trace made; no view of it made so far is returned or read later.
+    if groups.get(a) != {a} or a in fixed or a in donated or a not in defined_at:
+        return None
+    for s, owners in groups.items():
+        if s != a and a in owners and defined_at.get(s, -1) <= i and (s in fixed or last_touch.get(s, -1) > i):
+            return None
+    return a, b
+
+
+def _view_in(new_base: np.ndarray, old_base: np.ndarray, view: np.ndarray) -> np.ndarray:
+    """The view of ``new_base`` at the place ``view`` has in ``old_base``."""
+    offset = view.__array_interface__["data"][0] - old_base.__array_interface__["data"][0]
+    return np.ndarray(view.shape, view.dtype, buffer=new_base, offset=offset, strides=view.strides)
+
+
+def _renamed(ins: Instruction, rename: dict[int, int]) -> Instruction:
+    """``ins`` with references to the renamed slots pointing at their new ones."""
+
+    def swap(t: Template) -> Template:
+        if isinstance(t, Ref):
+            return Ref(rename[t.slot]) if t.slot in rename else t
+        if isinstance(t, Container):
+            items = tuple((k, swap(v)) for k, v in t.items) if t.kind is dict else tuple(swap(v) for v in t.items)
+            return Container(t.kind, items)
+        return t
+
+    return attrs.evolve(
+        ins, args=tuple(swap(t) for t in ins.args), kwargs=tuple((k, swap(t)) for k, t in ins.kwargs)
+    )
+
+
+def _pick(pool: list[int], ins: Instruction, donated: set[int]) -> int:
+    """A buffer from ``pool``: a donated argument this op reads (``p + u`` into ``p``) if any.
+
+    An argument's buffer comes with its registered views, which the replay then
+    hands back instead of slicing new ones (see `_flat.views_of`).
+    """
+    operands = {t.slot for t in ins.args if isinstance(t, Ref)}
+    for k in range(len(pool) - 1, -1, -1):
+        if pool[k] in donated and pool[k] in operands:
+            return pool.pop(k)
+    return pool.pop()
 
 
 def memory_groups(values: Sequence[Any]) -> dict[int, set[int]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._replay_buffers import reuse_buffers, write_into_concatenations
+from ._replay_buffers import accumulate_into_donated, reuse_buffers, write_into_concatenations
 from ._traced import (
     Const,
     Container,
@@ -142,6 +142,7 @@ def compile_recording(
     instructions = _live(recording.instructions, kept)
     instructions = write_into_concatenations(instructions, recording.values, kept)
     fixed = kept | (set(recording.input_slots) - donated)
+    instructions = accumulate_into_donated(instructions, recording.values, fixed, donated)
     instructions = reuse_buffers(instructions, recording.values, fixed, donated)
     last = _last_uses(instructions)
     lines = []

@@ -869,14 +869,15 @@ def test_a_donated_buffer_that_takes_new_parameters_hands_back_its_registered_vi
         expected_params, expected_state, expected_loss = eager(expected_params, expected_state, x, y)
         assert_same((params, state, loss), (expected_params, expected_state, expected_loss))
     # One call makes all the views of a buffer (the parameters given, then the new first
-    # and second moments and parameters). The new parameters land in a donated buffer,
-    # whose own registered views (arrays the caller gave up) come back.
+    # and second moments and parameters). Each new buffer is the donated one it replaces,
+    # updated in place, so its registered views (arrays the caller gave up) come back.
     from tapegrad._flat import views_of
 
     last = list(step._cache.values())[-1]
     name = next(k for k, v in last.run.__globals__.items() if v is views_of)
     assert step.sources()[-1].count(f" = {name}(") == 4
-    assert {id(leaf.data) for leaf in tg.tree.leaves(params)} <= given
+    new_arrays = [leaf.data for leaf in tg.tree.leaves((params, state)) if leaf.data.ndim]
+    assert len(new_arrays) == 18 and {id(a) for a in new_arrays} <= given
 
 
 def test_split_returns_the_registered_views_unless_one_was_reshaped_in_place() -> None:
@@ -987,6 +988,100 @@ def test_a_donated_training_step_is_bitwise_eager_and_writes_into_the_donated_bu
     p2, s2, _ = donated(p, s, *DATA[0])
     new = [leaf.data for leaf in tg.tree.leaves((p2, s2))]
     assert any(np.shares_memory(a, b) for a in old for b in new)
+
+
+def donated_compare(fn: Callable[..., Any], donate: tuple[int, ...], calls: list[Callable[[], tuple[Any, ...]]]) -> None:
+    """``fn`` replayed with ``donate_argnums`` gives, call after call, what it gives eagerly."""
+    replayed = tg.replay(fn, donate_argnums=donate)
+    for make in calls:
+        expected = fn(*make())  # before the replay: its arguments are given up to it
+        assert_same(replayed(*make()), expected)
+
+
+def float_pairs(n: int, size: int = 64) -> list[Callable[[], tuple[Any, ...]]]:
+    rng = np.random.default_rng(7)
+    pairs = [(rng.standard_normal(size), rng.standard_normal(size)) for _ in range(n)]
+    return [(lambda m, g: lambda: (m.copy(), g.copy()))(m, g) for m, g in pairs]
+
+
+def test_an_update_finishes_in_the_donated_argument_it_reads_last() -> None:
+    def moment(m: Array, g: Array) -> Array:
+        t = g - m
+        t *= 0.1
+        t += m  # m's last read: the result may live in m
+        doubled: Array = t * 1.0 + t  # read after the move
+        return doubled
+
+    donated_compare(moment, (0,), float_pairs(3))
+    replayed = tg.replay(moment, donate_argnums=(0,))
+    m, g = float_pairs(1)[0]()
+    replayed(m, g)
+    assert "out=(v0,)" in replayed.sources()[-1]
+
+
+def test_a_returned_view_of_the_update_taken_after_it_is_never_written_over() -> None:
+    def view_after(m: Array, g: Array) -> tuple[Array, Array]:
+        t = g - m
+        t += m
+        head = t[:8]  # made after the update: a view of m's memory once the update moves there
+        u = t * 3.0 + 1.0
+        return head, u * 2.0  # temporaries of m's shape must not land on head
+
+    donated_compare(view_after, (0,), float_pairs(3))
+
+
+def test_a_view_of_the_update_taken_before_it_keeps_its_values() -> None:
+    def with_view(m: Array, g: Array) -> tuple[Array, Array]:
+        t = g - m
+        head = t[:8]  # a view of t made before the update, read after it
+        t += m
+        return t * 2.0, head * 3.0
+
+    donated_compare(with_view, (0,), float_pairs(3))
+
+
+def test_a_donated_argument_also_returned_is_not_updated_in_place() -> None:
+    def returned(m: Array, g: Array) -> tuple[Array, Array]:
+        t = g - m
+        t += m
+        return t * 2.0, m
+
+    donated_compare(returned, (0,), float_pairs(3))
+
+
+def test_an_update_that_is_itself_returned_stays_where_it_was_made() -> None:
+    def update(m: Array, g: Array) -> Array:
+        t = g - m
+        t += m
+        return t
+
+    donated_compare(update, (0,), float_pairs(3))
+
+
+def test_a_donated_argument_read_later_through_a_view_is_not_updated_in_place() -> None:
+    def view_read_later(m: Array, g: Array) -> tuple[Array, Array]:
+        head = m[:8]
+        t = g - m
+        t += m
+        return t, head * 2.0
+
+    donated_compare(view_read_later, (0,), float_pairs(3))
+
+
+def test_an_update_before_a_guard_leaves_the_argument_whole_for_the_eager_rerun() -> None:
+    def branchy(m: Array, g: Array) -> Array:
+        t = g - m
+        t += m
+        if (t > 0).sum() > 32:  # a guard after the update: a flipped branch reruns eagerly
+            return t * 2.0
+        return t * 3.0
+
+    rng = np.random.default_rng(3)
+    makers = []
+    for shift in (3.0, -3.0, 3.0):  # the branch flips on the second call
+        m, g = rng.standard_normal(64), rng.standard_normal(64) + shift
+        makers.append((lambda m, g: lambda: (m.copy(), g.copy()))(m, g))
+    donated_compare(branchy, (0,), makers)
 
 
 def test_an_argument_that_is_not_donated_is_never_written() -> None:
