@@ -63,6 +63,19 @@ def _replay_writes_into_untraced_memory() -> None:
     tg.replay(step)(tg.tensor([1.0]))
 
 
+def _backward_twice_through_a_graph() -> None:
+    from tapegrad import torchlike as tl
+    from tapegrad.torchlike import _autograd
+
+    w = tl.Tensor([1.0, 2.0], requires_grad=True)
+    hidden = w * 3.0
+    try:
+        (hidden * hidden).sum().backward()
+        hidden.sum().backward()  # through the graph the first backward() freed
+    finally:
+        _autograd.release()  # the refused graph stays recorded, as in PyTorch; later tests need no tape
+
+
 MISUSES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("a list where a Tensor is expected", lambda: tg.exp([1.0, 2.0]), TypeError,  # type: ignore[arg-type]
      "`exp`: x must be a Tensor, a Python number or an array, got list; wrap it with tapegrad.tensor(...)"),
@@ -130,6 +143,11 @@ MISUSES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
      "replay: a replayed function was called while a Tape is recording; a replay records nothing on "
      "it, so its gradients would be lost. Call it outside the tape, or open the tape inside the "
      "replayed function."),
+    ("a second backward() through a graph in the PyTorch-style wrapper", _backward_twice_through_a_graph,
+     RuntimeError,
+     "backward(): the graph behind this tensor was already freed, by an earlier backward() through it "
+     "(or by torchlike.replay); compute it again, or pass retain_graph=True to the first backward(), as "
+     "in PyTorch"),
     ("writing into np.empty(...) memory inside a replayed function", _replay_writes_into_untraced_memory,
      tg.ReplayError,
      "replay: an operation writes its result into an array that was created without the function's "
