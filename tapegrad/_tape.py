@@ -108,14 +108,15 @@ class Tape:
     @contextmanager
     def stop_recording(self) -> Iterator[None]:
         """Pause this tape (other active tapes go on recording) inside the block."""
-        active = _ACTIVE.get()
-        if not any(t is self for t in active):
+        if not self.recording:
             raise RuntimeError("stop_recording(): this tape is not recording; use it inside `with tape:`")
-        token = _ACTIVE.set(tuple(t for t in active if t is not self))
+        token = _ACTIVE.set(tuple(t for t in _ACTIVE.get() if t is not self))
         try:
             yield
         finally:
             _ACTIVE.reset(token)
+            if self._token is None:  # exited inside the block: leaving the pause must not revive it
+                _ACTIVE.set(tuple(t for t in _ACTIVE.get() if t is not self))
 
     @property
     def recording(self) -> bool:
@@ -432,10 +433,3 @@ def gradient_of_records(
     grads: list[Tensor | None] = alone.gradient(target, list[Tensor | None](sources), output_gradients, "none")
     return grads
 
-
-def deactivate(tape: Tape) -> None:
-    """Take ``tape`` out of the active tapes: it was closed while `stop_recording` paused it,
-    and leaving that block put it back."""
-    active = _ACTIVE.get()
-    if any(t is tape for t in active):
-        _ACTIVE.set(tuple(t for t in active if t is not tape))

@@ -112,6 +112,17 @@ def test_stop_recording_outside_the_tape_raises() -> None:
             pass
 
 
+def test_a_tape_exited_while_paused_stays_stopped_after_the_pause() -> None:
+    x = tg.tensor(2.0)
+    tape = Tape()
+    tape.__enter__()
+    with tape.stop_recording():
+        tape.__exit__(None, None, None)  # as the wrapper closes its tape inside no_grad()
+    assert not tape.recording and not tg.is_recording()
+    x * x
+    assert len(tape) == 0
+
+
 def test_stop_gradient_cuts_the_path() -> None:
     x = tg.tensor(3.0)
     with Tape() as tape:

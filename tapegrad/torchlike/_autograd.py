@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .._tape import Record, Tape, deactivate, gradient_of_records, graph_of, take_records
+from .._tape import Record, Tape, gradient_of_records, graph_of, take_records
 from .._tensor import Tensor as CoreTensor
 
 if TYPE_CHECKING:
@@ -211,7 +211,3 @@ def no_grad() -> Iterator[None]:
             yield
     finally:
         _AMBIENT.enabled = previous
-        if tape is not None and _AMBIENT.tape is not tape:
-            # A backward() or zero_grad() inside the block closed the tape; leaving the
-            # pause must not make it record again.
-            deactivate(tape)
