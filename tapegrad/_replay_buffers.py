@@ -25,14 +25,19 @@ import numpy as np
 from ._traced import Const, Container, Instruction, Ref, Template, slots_touched
 
 
-def _ufunc_of(ins: Instruction) -> np.ufunc | None:
-    """The ufunc of a plain ``ufunc(...)`` call with one new result, else ``None``."""
-    if ins.kind != "call" or ins.kwargs or len(ins.outs) != 1 or ins.unpack:
-        return None
+def _called_ufunc(ins: Instruction) -> np.ufunc | None:
+    """The ufunc of a recorded ``ufunc(...)`` call with one output, else ``None``."""
     owner = getattr(ins.fn, "__self__", None)
-    if isinstance(owner, np.ufunc) and ins.fn.__name__ == "__call__" and owner.nout == 1:
+    if ins.kind == "call" and isinstance(owner, np.ufunc) and ins.fn.__name__ == "__call__" and owner.nout == 1:
         return owner
     return None
+
+
+def _ufunc_of(ins: Instruction) -> np.ufunc | None:
+    """The ufunc of a plain ``ufunc(...)`` call with one new result, else ``None``."""
+    if ins.kwargs or len(ins.outs) != 1 or ins.unpack:
+        return None
+    return _called_ufunc(ins)
 
 
 def reuse_buffers(
@@ -136,11 +141,10 @@ def _accumulation(
     donated: set[int], last_touch: dict[int, int], last_guard: int, defined_at: dict[int, int],
 ) -> tuple[int, int] | None:
     """``(a, b)`` if ``ins`` is ``ufunc(a, b, out=(a,))`` (either order) that may write into ``b``."""
-    if i <= last_guard or ins.kind != "call" or ins.outs or len(ins.args) != 2 or len(ins.kwargs) != 1:
+    if i <= last_guard or ins.outs or len(ins.args) != 2 or len(ins.kwargs) != 1:
         return None
-    owner = getattr(ins.fn, "__self__", None)
-    if not (isinstance(owner, np.ufunc) and ins.fn.__name__ == "__call__" and owner.nout == 1
-            and owner.signature is None):
+    ufunc = _called_ufunc(ins)
+    if ufunc is None or ufunc.signature is not None:  # elementwise only
         return None
     name, out = ins.kwargs[0]
     if name != "out" or not (isinstance(out, Container) and len(out.items) == 1 and isinstance(out.items[0], Ref)):
