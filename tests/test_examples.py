@@ -146,28 +146,17 @@ def resume_error(mnist: ModuleType, capsys: pytest.CaptureFixture[str], args: li
     return err
 
 
-def test_a_float32_checkpoint_is_refused_by_a_float64_run(
-    mnist: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / "f32.ckpt"
-    mnist.main(short(path, "--epochs", "1"))
-    err = resume_error(mnist, capsys, short(path, "--resume", "--dtype", "float64"))
-    assert err == (
-        f"error: cannot resume: {path} was written by a run with --dtype float32, but this run has "
-        "--dtype float64; resume with the same setting, or start afresh without --resume\n"
-    )
-
-
 @pytest.mark.parametrize(
     ("changed", "setting"),
     [
+        (["--dtype", "float64"], "--dtype float32, but this run has --dtype float64"),
         (["--seed", "7"], "--seed 42, but this run has --seed 7"),
         (["--train-size", "320"], "--train-size 640, but this run has --train-size 320"),
         (["--batch-size", "64"], "--batch-size 32, but this run has --batch-size 64"),
         (["--lr", "0.01"], "--lr 0.001, but this run has --lr 0.01"),
         (["--full"], "--full off, but this run has --full on"),
     ],
-    ids=["seed", "train-size", "batch-size", "lr", "full"],
+    ids=["dtype", "seed", "train-size", "batch-size", "lr", "full"],
 )
 def test_a_checkpoint_is_refused_by_a_run_with_other_settings(
     mnist: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str], changed: list[str], setting: str

@@ -320,6 +320,11 @@ def _run(
     return out, grads, sources
 
 
+def _drawn(name: str, data: st.DataObject) -> Example:
+    """An example of op ``name`` in a drawn float dtype."""
+    return OPS[name](data.draw, data.draw(st.sampled_from(FLOATS)))
+
+
 def _cotangent(d: Draw, out: Tensor) -> Array:
     return _array(d, out.shape, out.dtype.type)
 
@@ -359,8 +364,7 @@ def test_gradients_match_finite_differences(name: str, data: st.DataObject) -> N
 @settings(max_examples=15)
 @given(data=st.data())
 def test_backward_rule_is_linear_in_the_cotangent(name: str, data: st.DataObject) -> None:
-    dtype = data.draw(st.sampled_from(FLOATS))
-    example = OPS[name](data.draw, dtype)
+    example = _drawn(name, data)
     out = example.tg_fn(*(tg.tensor(a) for a in example.args))
     g1, g2 = _cotangent(data.draw, out), _cotangent(data.draw, out)
     a = out.dtype.type(data.draw(st.floats(-2.0, 2.0, width=32)))
@@ -374,8 +378,7 @@ def test_backward_rule_is_linear_in_the_cotangent(name: str, data: st.DataObject
 @settings(max_examples=15)
 @given(data=st.data())
 def test_nothing_is_mutated_and_gradients_own_their_memory(name: str, data: st.DataObject) -> None:
-    dtype = data.draw(st.sampled_from(FLOATS))
-    example = OPS[name](data.draw, dtype)
+    example = _drawn(name, data)
     xs = [tg.tensor(a) for a in example.args]
     before = [x.data.copy() for x in xs]
     cotangent = _cotangent(data.draw, example.tg_fn(*xs))
