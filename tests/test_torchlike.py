@@ -410,6 +410,26 @@ def test_zero_grad_frees_the_dead_graphs_and_keeps_a_live_one(seeded: None) -> N
     assert probe._refs[0]() is None and not tg.is_recording()
 
 
+def test_a_live_validation_output_does_not_let_the_open_tape_grow(seeded: None) -> None:
+    from tapegrad.torchlike import _autograd
+
+    model = Sequential(Linear(6, 5), ReLU(), Linear(5, 3))
+    opt = Adam(model.parameters(), lr=1e-3)
+    criterion = CrossEntropyLoss()
+    val_outputs = model(Tensor(np.ones((4, 6))))  # kept alive, as the seed's loop keeps it
+    kept = len(_autograd._AMBIENT.tape or [])
+    sizes = []
+    for _ in range(30):
+        opt.zero_grad()
+        outputs = model(Tensor(np.ones((2, 6))))
+        criterion(outputs, Tensor(np.array([0, 2]))).backward()
+        opt.step()  # works on raw arrays: nothing recorded
+        sizes.append((len(_autograd._AMBIENT.tape or []), len(_autograd._AMBIENT.outputs)))
+    assert all(records == kept for records, _ in sizes)
+    assert max(refs for _, refs in sizes[5:]) <= max(refs for _, refs in sizes[:5])
+    assert val_outputs.requires_grad
+
+
 def test_module_zero_grad_also_releases_the_tape(seeded: None) -> None:
     probe = Probe()
     model = Sequential(Linear(6, 5), probe, GELU())

@@ -155,12 +155,17 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
 
 
 def _live_outputs() -> list[Tensor]:
-    """The wrapper tensors computed on the tape that are still alive."""
+    """The wrapper tensors computed on the tape that are still alive (the dead are forgotten)."""
     live = []
+    kept = []
     for ref in _AMBIENT.outputs:
         t = ref()
         if t is not None:
             live.append(t)
+            kept.append(ref)
+    # A tape kept open by a live result (a validation pass) would otherwise collect a
+    # reference per op for as long as it stays open.
+    _AMBIENT.outputs = kept
     return live
 
 
