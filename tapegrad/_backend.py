@@ -98,9 +98,27 @@ def to_host(array: Any) -> Array:
     return np.asarray(array) if device_of(array) == "cpu" else array.get()
 
 
+def zeros_for(shape: tuple[int, ...], dtype: Any, values: Any, index: Any) -> Array:
+    """Zeros of ``shape`` to scatter ``values`` into at ``index``, owned like the operands.
+
+    The buffer is made with ``zeros_like`` of an operand, so it lands where the
+    operands live: on their device, or, while `replay` traces, in the trace.
+    The index counts: a gradient that is a constant (the seed's ones, spread
+    by a mean) scattered at traced labels must still be a traced buffer, or
+    NumPy would read the labels as a frozen constant.
+    """
+    parts = index if isinstance(index, tuple) else (index,)
+    for operand in (values, *parts):
+        if isinstance(operand, Traced) or (
+            hasattr(operand, "__array_function__") and not isinstance(operand, np.ndarray | np.generic)
+        ):
+            return np.zeros_like(operand, dtype=dtype, shape=shape)
+    return array_module(values).zeros(shape, dtype=dtype)  # type: ignore[no-any-return]
+
+
 def scatter_add(out: Array, index: Any, values: Array) -> None:
     """``out[index] += values`` with repeated indices accumulating, in place."""
-    if isinstance(out, np.ndarray):
+    if isinstance(out, HOST_ARRAYS):
         np.add.at(out, index, values)
     else:
         import cupyx  # pragma: no cover - GPU only

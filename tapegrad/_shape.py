@@ -9,6 +9,7 @@ import numpy as np
 
 from ._backend import array_module, device_of, to_device
 from ._backend import scatter_add as _scatter_add_raw
+from ._backend import zeros_for
 from ._dispatch import as_tensor
 from ._primitive import primitive
 from ._tape import emit
@@ -262,8 +263,7 @@ def scatter_add(values: Tensor, index: Index, shape: tuple[int, ...], advanced: 
 
     This is the transpose of `getitem`, and its own rule is `getitem` again.
     """
-    xp = array_module(values.data)
-    result = xp.zeros(shape, dtype=values.dtype)
+    result = zeros_for(shape, values.dtype, values.data, index)
     if advanced:
         _scatter_add_raw(result, index, values.data)
     else:  # basic indices never repeat an element, so plain assignment is exact
