@@ -9,6 +9,7 @@ import os
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,18 +20,20 @@ if TYPE_CHECKING:
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-class _AnomalyState:
-    """Whether anomaly mode is on, and where each checked result was made."""
+class AnomalyState:
+    """An open `debug_nans` block: where each checked result was made."""
 
-    __slots__ = ("enabled", "in_rule", "origins")
+    __slots__ = ("origins",)
 
     def __init__(self) -> None:
-        self.enabled = False
-        self.in_rule = False  # inside a backward rule, whose cotangents are checked as a whole
         self.origins: dict[int, str] = {}
 
 
-ANOMALY = _AnomalyState()
+#: The `debug_nans` block open in this thread or async task, if any. A context
+#: variable, as the tapes are, so one thread's block never checks another's ops.
+ACTIVE: ContextVar[AnomalyState | None] = ContextVar("tapegrad_debug_nans", default=None)
+# Inside a backward rule, whose cotangents are checked as a whole.
+_IN_RULE: ContextVar[bool] = ContextVar("tapegrad_debug_nans_in_rule", default=False)
 
 
 @contextmanager
@@ -39,7 +42,8 @@ def debug_nans() -> Iterator[None]:
 
     Inside the block, every op checks its output, and every backward rule its
     cotangents. The error names the op, forward or backward, and the line of
-    user code that called it.
+    user code that called it. The block covers this thread (or async task)
+    only, as a `Tape` does.
 
     >>> import tapegrad as tg
     >>> with tg.debug_nans():
@@ -47,17 +51,15 @@ def debug_nans() -> Iterator[None]:
     Traceback (most recent call last):
     FloatingPointError: `log` produced nan in its forward pass, called at ...
     """
-    previous = ANOMALY.enabled
-    ANOMALY.enabled = True
+    outer = ACTIVE.get()
+    token = ACTIVE.set(outer if outer is not None else AnomalyState())
     try:
         # NumPy's own RuntimeWarning would fire first (and is an error under
         # strict warning filters); this mode reports the op itself instead.
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             yield
     finally:
-        ANOMALY.enabled = previous
-        if not previous:
-            ANOMALY.origins.clear()
+        ACTIVE.reset(token)
 
 
 @contextmanager
@@ -67,12 +69,18 @@ def rule_running() -> Iterator[None]:
     A non-finite value made there is reported by `check_backward` under the
     name of the op whose rule it is, not as the rule's `div` or `mul`.
     """
-    previous = ANOMALY.in_rule
-    ANOMALY.in_rule = True
+    token = _IN_RULE.set(True)
     try:
         yield
     finally:
-        ANOMALY.in_rule = previous
+        _IN_RULE.reset(token)
+
+
+def check_forward_if_on(name: str, out: Tensor) -> None:
+    """`check_forward` when a `debug_nans` block is open here, outside a backward rule."""
+    state = ACTIVE.get()
+    if state is not None and not _IN_RULE.get():
+        check_forward(state, name, out)
 
 
 def user_line() -> str:
@@ -83,18 +91,20 @@ def user_line() -> str:
     return "<unknown>"  # pragma: no cover - a tapegrad op is always called from somewhere
 
 
-def check_forward(name: str, out: Tensor) -> None:
+def check_forward(state: AnomalyState, name: str, out: Tensor) -> None:
     """Raise if ``out`` holds a NaN or an infinity; else remember where it was made."""
     where = user_line()
     _raise_if_not_finite(name, out, "forward pass", where)
-    ANOMALY.origins[id(out)] = where
+    state.origins[id(out)] = where
 
 
-def check_backward(name: str, out: Tensor, grads: tuple[Tensor | None, ...]) -> None:
+def check_backward(
+    state: AnomalyState, name: str, out: Tensor, grads: tuple[Tensor | None, ...]
+) -> None:
     """Raise if a cotangent from ``name``'s rule holds a NaN or an infinity."""
     for i, g in enumerate(grads):
         if g is not None:
-            where = ANOMALY.origins.get(id(out), "<recorded before debug_nans() was on>")
+            where = state.origins.get(id(out), "<recorded before debug_nans() was on>")
             _raise_if_not_finite(name, g, f"backward pass (cotangent of input {i})", where)
 
 

@@ -17,7 +17,6 @@ from typing import Any, Literal, TypeAlias, TypeVar
 import numpy as np
 
 from . import _anomaly
-from ._anomaly import ANOMALY
 from ._backend import array_module
 from ._primitive import Primitive
 from ._tensor import Tensor, wrap
@@ -42,18 +41,23 @@ _KEPT_BY_MISTAKE = (
 def emit(prim: Primitive, inputs: tuple[Tensor, ...], result: Any, params: Any = None) -> Tensor:
     """Wrap an op's raw result in a tensor and record it on every active tape.
 
-    Only floating results are recorded: nothing can flow back through an
-    integer or boolean value, so there is no reason to keep it.
+    Only floating and complex results are recorded: nothing can flow back
+    through an integer or boolean value. Complex ones are kept only so that
+    `gradient` can refuse a path through them instead of silently cutting it.
     """
     out = Tensor(result) if type(result) is np.ndarray else wrap(result)
     tapes = _ACTIVE.get()
-    if tapes and out.data.dtype.kind == "f":
+    if tapes and out.data.dtype.kind in "fc":
         record = (prim, inputs, out, params)
         for tape in tapes:
             tape._records.append(record)
-    if ANOMALY.enabled and not ANOMALY.in_rule:
-        _anomaly.check_forward(prim.name, out)
+    if _anomaly.ACTIVE.get() is not None:
+        _anomaly.check_forward_if_on(prim.name, out)
     return out
+
+
+def _without(tapes: tuple[Tape, ...], tape: Tape) -> tuple[Tape, ...]:
+    return tuple(t for t in tapes if t is not tape)
 
 
 def is_recording() -> bool:
@@ -102,21 +106,32 @@ class Tape:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _ACTIVE.reset(self._token)
+        # Remove exactly this tape. Tapes can close out of order (a generator or an
+        # ExitStack holding one), and resetting the variable to what it was when this
+        # tape was entered would switch off tapes entered since and revive closed ones.
+        _ACTIVE.set(_without(_ACTIVE.get(), self))
         self._token = None
+
+    @contextmanager
+    def _paused(self) -> Iterator[None]:
+        """Leave this tape out of the active ones inside the block; other tapes go on."""
+        _ACTIVE.set(_without(_ACTIVE.get(), self))
+        try:
+            yield
+        finally:
+            # Only this tape comes back, and only if it is still entered: tapes that
+            # opened or closed inside the block keep what they did.
+            active = _ACTIVE.get()
+            if self._token is not None and not any(t is self for t in active):
+                _ACTIVE.set((*active, self))
 
     @contextmanager
     def stop_recording(self) -> Iterator[None]:
         """Pause this tape (other active tapes go on recording) inside the block."""
         if not self.recording:
             raise RuntimeError("stop_recording(): this tape is not recording; use it inside `with tape:`")
-        token = _ACTIVE.set(tuple(t for t in _ACTIVE.get() if t is not self))
-        try:
+        with self._paused():
             yield
-        finally:
-            _ACTIVE.reset(token)
-            if self._token is None:  # exited inside the block: leaving the pause must not revive it
-                _ACTIVE.set(tuple(t for t in _ACTIVE.get() if t is not self))
 
     @property
     def recording(self) -> bool:
@@ -196,6 +211,7 @@ class Tape:
         _check_sources(sources, leaves)
         seed = _seed(target, output_gradients)
         records = self._records
+        _check_recorded(target, leaves, records)
         if not self._persistent:
             self._records = []
             self._spent = True
@@ -212,20 +228,22 @@ class Tape:
         # Forward sweep: only ops that read a source (directly or not) matter.
         dependent = set(keep)
         relevant: list[Record | None] = []
+        complex_values = False
         for record in records:
             for x in record[1]:
                 if id(x) in dependent:
                     dependent.add(id(record[2]))
                     relevant.append(record)
+                    complex_values = complex_values or record[2].data.dtype.kind == "c"
                     break
         if not self._persistent:
             records.clear()
         cot: dict[int, Tensor] = {id(target): seed}
         if id(target) not in dependent:
             return cot
+        nans = _anomaly.ACTIVE.get()
         # This tape must not record its own backward pass; outer tapes do.
-        token = _ACTIVE.set(tuple(t for t in _ACTIVE.get() if t is not self))
-        try:
+        with self._paused():
             for i in range(len(relevant) - 1, -1, -1):
                 prim, inputs, out, params = relevant[i]  # type: ignore[misc]
                 if not self._persistent:
@@ -235,7 +253,9 @@ class Tape:
                 if g is None:
                     continue
                 needs = tuple([id(x) in dependent for x in inputs])
-                if ANOMALY.enabled:
+                if complex_values:
+                    _refuse_complex(prim.name, inputs, needs)
+                if nans is not None:
                     with _anomaly.rule_running():
                         grads = tuple(prim.vjp(g, out, inputs, params, needs))
                 else:
@@ -245,8 +265,8 @@ class Tape:
                         f"`{prim.name}`: its backward rule returned {len(grads)} cotangents "
                         f"for {len(inputs)} inputs"
                     )
-                if ANOMALY.enabled:
-                    _anomaly.check_backward(prim.name, out, grads)
+                if nans is not None:
+                    _anomaly.check_backward(nans, prim.name, out, grads)
                 for x, gx, need in zip(inputs, grads, needs):
                     if not need or gx is None:
                         continue
@@ -256,8 +276,6 @@ class Tape:
                     k = id(x)
                     prev = cot.get(k)
                     cot[k] = gx if prev is None else prev + gx
-        finally:
-            _ACTIVE.reset(token)
         return cot
 
 
@@ -280,6 +298,37 @@ def _check_sources(sources: Any, leaves: list[Any]) -> None:
             raise TypeError(
                 f"Tape.gradient: sources{path} has dtype {leaf.dtype}; only floating tensors "
                 "can be differentiated. Cast it first, e.g. x.astype('float32')."
+            )
+
+
+def _check_recorded(target: Tensor, leaves: list[Any], records: list[Record]) -> None:
+    """Refuse a target that no op on this tape produced: its gradients would all be zero.
+
+    Unlike a source that does not influence a recorded target (which gets zeros,
+    or what ``unconnected=`` asks for), this is always a mistake.
+    """
+    for record in reversed(records):  # the target is usually the last op recorded
+        if record[2] is target:
+            return
+    if not leaves or any(leaf is target for leaf in leaves):
+        return  # no gradient to get wrong, or d x / d x: the target is a source
+    raise ValueError(
+        "Tape.gradient: the target was not recorded on this tape, so no gradient can reach "
+        "the sources. Likely causes: it was computed after the `with Tape()` block ended, "
+        "through .numpy() or a plain array, under stop_recording(), or by stop_gradient(). "
+        "Compute it inside the `with` block."
+    )
+
+
+def _refuse_complex(name: str, inputs: tuple[Tensor, ...], needs: tuple[bool, ...]) -> None:
+    """Raise if a gradient would flow back into a complex value: it is not differentiated."""
+    for x, need in zip(inputs, needs):
+        if need and x.data.dtype.kind == "c":
+            raise TypeError(
+                f"Tape.gradient: `{name}` reads a value of dtype {x.data.dtype} that depends on "
+                "the sources; tapegrad does not differentiate complex numbers. Keep complex "
+                "values off the path from the sources to the target (compute them outside the "
+                "tape, or from tapegrad.stop_gradient(x))."
             )
 
 

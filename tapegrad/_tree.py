@@ -14,6 +14,8 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
 import operator
+import threading
+import weakref
 
 import attrs
 
@@ -133,6 +135,8 @@ class TreeDef:
     aux: Hashable
     children: tuple[TreeDef, ...]
     num_leaves: int
+    # The generated rebuild function, made on first use and freed with the structure.
+    _builder: Callable[[list[Any]], Any] | None = attrs.field(default=None, init=False, repr=False)
 
     def unflatten(self, leaves: Iterable[Any]) -> Any:
         """Rebuild a pytree of this structure from ``leaves``, in order."""
@@ -141,9 +145,10 @@ class TreeDef:
             raise ValueError(
                 f"tree.unflatten: the structure has {self.num_leaves} leaves, got {len(items)}"
             )
-        builder = _BUILDERS.get(id(self))
+        builder = self._builder
         if builder is None:
-            builder = _BUILDERS.setdefault(id(self), _compile_builder(self))
+            builder = _compile_builder(self)
+            object.__setattr__(self, "_builder", builder)  # a cache, not part of the value
         return builder(items)
 
     def _build(self, it: Any) -> Any:
@@ -160,14 +165,23 @@ class TreeDef:
 
 
 _LEAF = TreeDef(None, None, (), 1)
-_INTERNED: dict[tuple[type, Hashable, tuple[TreeDef, ...]], TreeDef] = {}
+_Key = tuple[type, Hashable, tuple[TreeDef, ...]]
 
+# Interning keeps one object per structure while anything holds it (`_ALIVE`,
+# weak), so identity stays a correct equality test. `_RECENT` holds the
+# structures made lately strongly, so a training loop's few structures (and
+# their generated builders) survive between steps; it is emptied when it
+# reaches `MAX_RECENT_STRUCTURES`, so a stream of distinct structures (per-step
+# dicts of metrics) is freed instead of piling up for good.
+MAX_RECENT_STRUCTURES = 2048
+_RECENT: dict[_Key, TreeDef] = {}
+_ALIVE: weakref.WeakValueDictionary[_Key, TreeDef] = weakref.WeakValueDictionary()
+_INTERN_LOCK = threading.Lock()
 
 # One generated function per structure that rebuilds it from a list of leaves
 # in a single call, instead of a recursive walk: optimizers rebuild the same
 # parameter structure several times per training step (attrs generates its
-# methods the same way). Keyed by id: interned structures live for good.
-_BUILDERS: dict[int, Callable[[list[Any]], Any]] = {}
+# methods the same way). It is cached on the structure (`TreeDef._builder`).
 _MAX_GENERATED_LEAVES = 4096
 
 
@@ -212,9 +226,16 @@ def _compile_builder(treedef: TreeDef) -> Callable[[list[Any]], Any]:
 
 def _intern(node: type, aux: Hashable, children: tuple[TreeDef, ...]) -> TreeDef:
     key = (node, aux, children)
-    found = _INTERNED.get(key)
+    found = _RECENT.get(key)
     if found is None:
-        found = _INTERNED.setdefault(key, TreeDef(node, aux, children, sum(c.num_leaves for c in children)))
+        with _INTERN_LOCK:
+            found = _ALIVE.get(key)
+            if found is None:
+                found = TreeDef(node, aux, children, sum(c.num_leaves for c in children))
+                _ALIVE[key] = found
+            if len(_RECENT) >= MAX_RECENT_STRUCTURES:
+                _RECENT.clear()
+            _RECENT[key] = found
     return found
 
 
