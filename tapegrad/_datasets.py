@@ -9,8 +9,10 @@ fix to apply, not a traceback.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -101,6 +103,12 @@ def _read_idx(path: Path, magic: int, what: str) -> NDArray[np.uint8]:
     """One unsigned-byte IDX file as an array shaped as its header says."""
     ndim = magic & 0xFF
     header_size = 4 * (1 + ndim)
+    if path.is_dir():
+        raise DatasetError(
+            f"{path}: is a directory, where the MNIST {what} file should be; "
+            f"remove the directory, then run again with network access so torchvision "
+            f"downloads the file (`pip install 'tapegrad[examples]'`), or copy a good one there"
+        )
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         header = f.read(header_size)
@@ -122,7 +130,8 @@ def _read_idx(path: Path, magic: int, what: str) -> NDArray[np.uint8]:
                 f"it is truncated: {_REFETCH}"
             )
         dims = tuple(int.from_bytes(header[i : i + 4], "big") for i in range(4, header_size, 4))
-        expected = header_size + int(np.prod(dims))
+        # Python ints: np.prod would wrap around int64 for a hostile header's dims.
+        expected = header_size + math.prod(dims)
         if size != expected:
             problem = "truncated" if size < expected else "longer than that, so it is corrupt"
             raise DatasetError(

@@ -229,3 +229,25 @@ def test_resolve_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_data_dir(None) == Path("/from/env")
     monkeypatch.delenv("TAPEGRAD_DATA")
     assert resolve_data_dir(None) == Path("data")
+
+
+def test_dims_whose_product_overflows_int64(tmp_path: Path) -> None:
+    # 2**31 * 2**31 * 4 = 2**64, which int64 arithmetic wraps to 0: exactly this empty payload.
+    images, _ = tiny_split(tmp_path)
+    write_idx(images, 0x803, (2**31, 2**31, 4), b"")
+    assert corrupt_split_error(tmp_path) == (
+        f"{images}: the header promises 2147483648 x 2147483648 x 4 images "
+        f"(18446744073709551632 bytes with the header) but the file is 16 bytes: it is "
+        f"truncated; {REFETCH}"
+    )
+
+
+def test_directory_in_place_of_a_file(tmp_path: Path) -> None:
+    _, labels = tiny_split(tmp_path)
+    labels.unlink()
+    labels.mkdir()
+    assert corrupt_split_error(tmp_path) == (
+        f"{labels}: is a directory, where the MNIST labels file should be; remove the "
+        f"directory, then run again with network access so torchvision downloads the file "
+        f"(`pip install 'tapegrad[examples]'`), or copy a good one there"
+    )
