@@ -75,6 +75,7 @@ from ._shape import stack as stack
 from ._shape import swapaxes as swapaxes
 from ._shape import transpose as transpose
 from ._replay import Replayed as Replayed
+from ._replay import ReplayRetraceWarning as ReplayRetraceWarning
 from ._replay import replay as replay
 from ._tape import Tape as Tape
 from ._tape import is_recording as is_recording
@@ -86,6 +87,7 @@ from ._traced import ReplayError as ReplayError
 
 
 # The layers above the core; the core itself never imports them.
+from . import debug as debug  # noqa: E402
 from . import nn as nn  # noqa: E402
 from . import optim as optim  # noqa: E402
 from . import random as random  # noqa: E402

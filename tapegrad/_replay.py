@@ -16,14 +16,19 @@ result. What a recording cannot repeat faithfully is refused with a
 from __future__ import annotations
 
 import functools
+import gc
+import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, ParamSpec, TypeVar, cast
+from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, cast
 
 import attrs
 import numpy as np
 
 from . import _tree
 from ._flat import split
+from ._replay_random import watch_global_random
 from ._replay_signature import Binding, bind, compile_guard
 from ._replay_codegen import GuardFailed, compile_recording
 from ._tape import _ACTIVE
@@ -33,6 +38,15 @@ from ._traced import Const, Recording, ReplayError, Ref, Template, Traced
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: Signatures each replayed function keeps; the least recently used is dropped.
+MAX_CACHED_SIGNATURES = 32
+#: Traces of one function after which `ReplayRetraceWarning` says what keeps changing.
+RETRACE_WARNING_AFTER = 8
+
+
+class ReplayRetraceWarning(UserWarning):
+    """A replayed function keeps being traced again: a static argument keeps changing."""
+
 
 @attrs.frozen
 class _Entry:
@@ -41,6 +55,8 @@ class _Entry:
     writes_inputs: bool
     source: str
     guard: Callable[[Any], list[Any] | None] | None
+    #: Positions, among the replay's input arrays, of those it may overwrite (donated).
+    donated: tuple[int, ...] = ()
 
 
 class Replayed(Generic[P, R]):
@@ -49,7 +65,12 @@ class Replayed(Generic[P, R]):
     def __init__(self, fn: Callable[P, R], donate_argnums: tuple[int, ...] = ()) -> None:
         self._fn = fn
         self._donate_argnums = donate_argnums
-        self._cache: dict[Hashable, _Entry] = {}
+        self._cache: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._last_binding: Binding | None = None
+        self._unchecked: list[weakref.ref[Any]] = []
+        #: Set by a caller (the PyTorch-style wrapper) that first writes traced state
+        #: back itself, and then calls `check_escapes`.
+        self.defer_escape_check = False
         # The last signature seen, checked first by its generated guard.
         self._guard: tuple[Callable[[Any], list[Any] | None], _Entry] | None = None
         self.traces = 0
@@ -78,14 +99,41 @@ class Replayed(Generic[P, R]):
             return self._fn(*args, **kwargs)
         entry = self._cache.get(binding.key)
         if entry is None:
-            result, entry = self._trace(leaves, treedef, binding)
+            result, entry, traced = self._trace(leaves, treedef, binding)
+            self._unchecked = traced
+            if not self.defer_escape_check:
+                self.check_escapes()
             self._cache[binding.key] = entry
+            if len(self._cache) > MAX_CACHED_SIGNATURES:
+                self._cache.popitem(last=False)
             self._guard = (entry.guard, entry) if entry.guard is not None else None
+            self._note_retrace(call, binding)
             return result
+        self._cache.move_to_end(binding.key)
         self._guard = (entry.guard, entry) if entry.guard is not None else None
         return self._replay(entry, binding.arrays, args, kwargs)
 
+    def _note_retrace(self, call: Any, binding: Binding) -> None:
+        """Warn, once, when a function keeps retracing, naming what changed last."""
+        previous, self._last_binding = self._last_binding, binding
+        if self.traces != RETRACE_WARNING_AFTER or previous is None:
+            return
+        warnings.warn(
+            f"replay: `{getattr(self._fn, '__name__', 'fn')}` has been traced {self.traces} "
+            f"times; the last trace was caused by {_what_changed(previous, binding, call)}. "
+            "Python numbers and other non-array arguments are part of the signature, so a value "
+            "that changes every call retraces every call: pass it as a 0-d tensor "
+            "(tapegrad.tensor(value)) instead.",
+            ReplayRetraceWarning,
+            stacklevel=3,
+        )
+
     def _replay(self, entry: _Entry, arrays: list[Any], args: Any, kwargs: Any) -> R:
+        if entry.donated and not _may_overwrite(arrays, entry.donated):
+            # A donated array shares memory with another argument, or is read-only:
+            # writing into it would change what the function reads, or fail.
+            self.eager_calls += 1
+            return self._fn(*args, **kwargs)
         try:
             outs = entry.run(*arrays)
         except GuardFailed:
@@ -97,10 +145,22 @@ class Replayed(Generic[P, R]):
                 ) from None
             self.eager_calls += 1
             return self._fn(*args, **kwargs)
+        except BaseException:
+            if entry.donated:
+                _consume_donated(args, self._donate_argnums)
+            raise
         self.replays += 1
         return entry.outputs.unflatten(outs)  # type: ignore[no-any-return]
 
-    def _trace(self, leaves: list[Any], treedef: _tree.TreeDef, binding: Binding) -> tuple[R, _Entry]:
+    def _trace(
+        self, leaves: list[Any], treedef: _tree.TreeDef, binding: Binding
+    ) -> tuple[R, _Entry, list[weakref.ref[Any]]]:
+        """Run the function on traced stand-ins and compile what it did.
+
+        Also returns weak references to every traced value, for the caller to
+        check, once this frame (which holds some of them) is gone, that none
+        escaped.
+        """
         flat_runs = {i: role.layout for i, role in enumerate(binding.leaves) if role.role == "buffer"}
         recording = Recording()
         traced_leaves: list[Any] = []
@@ -132,26 +192,36 @@ class Replayed(Generic[P, R]):
                 traced_leaves.append(leaf)
                 continue
             traced_leaves.append(stand_ins[id(leaf)])
-        args, kwargs = treedef.unflatten(traced_leaves)
-        random_state = np.random.get_state(legacy=False)
-        result = self._fn(*args, **kwargs)
-        if not _same_random_state(random_state, np.random.get_state(legacy=False)):
+        call = treedef.unflatten(traced_leaves)
+        args, kwargs = call
+        with watch_global_random() as drew:
+            result = self._fn(*args, **kwargs)
+        if drew():
             raise ReplayError(
                 "replay: the function drew numbers from NumPy's global random generator "
                 "(np.random.*), which a replay would freeze at this call's draw; draw them outside "
                 "and pass them in as an argument"
             )
+        _refuse_changed_arguments(call, treedef, traced_leaves)
         out_leaves, out_def = _tree.flatten(result)
         outputs = [_output(recording, leaf) for leaf in out_leaves]
         # The call's own results, read before compiling: its passes rewrite the trace's values.
         values = [_value(recording, template, wrapper) for template, wrapper in outputs]
-        run, source = compile_recording(
-            recording, outputs, _function_name(self._fn), _safe_to_donate(recording, donated, kept_whole)
+        safe = _safe_to_donate(recording, donated, kept_whole)
+        run, source = compile_recording(recording, outputs, _function_name(self._fn), safe)
+        entry = _Entry(
+            run, out_def, recording.writes_inputs, source, compile_guard(treedef, binding),
+            tuple(k for k, slot in enumerate(recording.input_slots) if slot in safe),
         )
-        entry = _Entry(run, out_def, recording.writes_inputs, source, compile_guard(treedef, binding))
         self.traces += 1
+        alive = recording.traced_values()
         recording.release()
-        return out_def.unflatten(values), entry
+        return out_def.unflatten(values), entry, alive
+
+    def check_escapes(self) -> None:
+        """Raise `ReplayError` if a value of the last trace outlived it without being returned."""
+        traced, self._unchecked = self._unchecked, []
+        _refuse_escapes(traced)
 
     @property
     def cache_size(self) -> int:
@@ -256,20 +326,119 @@ def _slot_of(stand_in: Any) -> int | None:
 
 
 def _safe_to_donate(recording: Recording, donated: set[int], kept_whole: set[int]) -> set[int]:
-    """The donated input slots whose memory no argument that is not donated can reach."""
+    """The donated, writeable input slots whose memory no argument that is not donated can reach."""
     keep = [recording.values[s] for s in kept_whole]
     return {
         s for s in donated - kept_whole
-        if not any(np.may_share_memory(recording.values[s], other) for other in keep)
+        if recording.values[s].flags.writeable
+        and not any(np.may_share_memory(recording.values[s], other) for other in keep)
     }
+
+
+def _may_overwrite(arrays: list[Any], donated: tuple[int, ...]) -> bool:
+    """Whether this call's donated arrays are writeable and share no memory with the others.
+
+    The signature fixes shapes and strides, not where the memory lies: a call
+    may pass one array twice under two tensors (``r(w, tg.Tensor(w.data))``).
+    """
+    for k in donated:
+        mine = arrays[k]
+        if not mine.flags.writeable:
+            return False
+        for j, other in enumerate(arrays):
+            if j != k and np.may_share_memory(mine, other):
+                return False
+    return True
+
+
+class _Consumed:
+    """The data of a donated tensor whose replay raised: any use raises, as in JAX."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise ReplayError(
+            "replay: this tensor was donated (donate_argnums) to a replayed call that raised, "
+            "so its memory may hold a partial update; it cannot be used any more. Keep the "
+            "arguments you may need after a failure (or do not donate them), as with jax.jit."
+        )
+
+    def __array__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self.__getattr__("__array__")
+
+    def __repr__(self) -> str:
+        return "<donated to a replayed call that raised>"
+
+
+def _consume_donated(args: Any, donate_argnums: tuple[int, ...]) -> None:
+    """Mark every tensor of the donated arguments as used up (a failed replay may have half-written them)."""
+    consumed = _Consumed()
+    for i in donate_argnums:
+        if i < len(args):
+            for leaf in _tree.leaves(args[i]):
+                if type(leaf) is Tensor:
+                    object.__setattr__(leaf, "data", consumed)  # JAX deletes donated buffers alike
+
+
+def _refuse_changed_arguments(call: Any, treedef: _tree.TreeDef, traced_leaves: list[Any]) -> None:
+    """Refuse a function that changed its arguments' containers (``params["w"] = ...``).
+
+    Eagerly that updates the caller's dict; a replay passes copies of the
+    containers and could never propagate the change.
+    """
+    paths, leaves, now = _tree.flatten_with_paths(call)
+    if now == treedef and all(a is b for a, b in zip(leaves, traced_leaves)):
+        return
+    where = "an argument's container"
+    if now == treedef:
+        where = next(_argument_path(p) for p, a, b in zip(paths, leaves, traced_leaves) if a is not b)
+    raise ReplayError(
+        f"replay: the function changed its arguments in place ({where} was "
+        "replaced, added or removed); a replay cannot carry that change to the caller's "
+        "objects. Return the new value instead (e.g. `return new_params`)."
+    )
+
+
+def _refuse_escapes(traced: list[weakref.ref[Any]]) -> None:
+    """Refuse a traced value that outlived the trace without being returned.
+
+    It was stored by a side effect (``history.append(loss)``, an attribute):
+    later calls would never update it, and reading it raises.
+    """
+    if not any(ref() is not None for ref in traced):
+        return
+    gc.collect()  # only when something looks alive: cycles may still hold it
+    if any(ref() is not None for ref in traced):
+        raise ReplayError(
+            "replay: a value computed inside the replayed function outlived the call without "
+            "being returned (it was stored by a side effect, such as history.append(loss) or "
+            "self.x = y); a replay would never update it. Return it from the function and store "
+            "it outside."
+        )
 
 
 def _fresh_tensor(data: Any) -> Tensor:
     return Tensor(data.copy())
 
 
-def _same_random_state(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["state"]["pos"] == b["state"]["pos"] and bool(np.array_equal(a["state"]["key"], b["state"]["key"]))
+def _argument_path(path: str) -> str:
+    """A key path in ``(args, kwargs)`` as the caller writes it: ``args[0]['w']``."""
+    if path.startswith("[0]"):
+        return "args" + path[3:]
+    return "kwargs" + path[3:] if path.startswith("[1]") else path
+
+
+def _what_changed(before: Binding, after: Binding, call: Any) -> str:
+    """Which argument made ``after`` a new signature, in words."""
+    paths, leaves, _ = _tree.flatten_with_paths(call)
+    if cast(tuple[Any, ...], before.key)[0] != cast(tuple[Any, ...], after.key)[0]:
+        return "a change in the structure of the arguments"
+    for path, value, a, b in zip(paths, leaves, before.leaves, after.leaves):
+        if a != b:
+            if a.role == b.role == "static":
+                return f"{_argument_path(path)} (a {type(value).__name__}, now {value!r:.40}) changing value"
+            return f"{_argument_path(path)} changing shape, dtype or memory layout"
+    return "a change in an array's shape, dtype or memory layout"
 
 
 def _function_name(fn: Callable[..., Any]) -> str:

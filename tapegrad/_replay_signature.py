@@ -102,6 +102,13 @@ def static_key(leaf: Any) -> Hashable:
     """The signature of a leaf that is not an array: its type and value."""
     if isinstance(leaf, Traced):
         raise ReplayError("replay: a replayed function was called with a traced value from another trace")
+    if isinstance(leaf, np.random.Generator | np.random.RandomState | np.random.BitGenerator):
+        # Static leaves are compared by identity: every replay would hand back the trace's draw.
+        raise ReplayError(
+            f"replay: an argument is a {type(leaf).__name__}; a replay would repeat the numbers it "
+            "drew when traced on every call. Draw the random arrays outside the replayed function "
+            "and pass them in (or pass a tapegrad.random key, which retraces per key)."
+        )
     try:
         hash(leaf)
     except TypeError:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 import numpy as np
 
-from ._traced import Traced, traced_asarray
+from ._traced import Traced, refuse_print, traced_asarray
 from ._backend import (
     Array,
     Device,
@@ -136,6 +136,8 @@ class Tensor:
         return int(self.item())
 
     def __repr__(self) -> str:
+        if isinstance(self.data, Traced):  # inside a replay's trace
+            refuse_print()
         body = np.array2string(
             to_host(self.data), separator=", ", prefix="Tensor(", threshold=64
         )

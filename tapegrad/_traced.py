@@ -18,6 +18,7 @@ does not, the call runs eagerly instead.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -67,7 +68,7 @@ _METADATA_FUNCTIONS = frozenset(
 _VALUE_SHAPED_FUNCTIONS = frozenset(
     {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.unique_values, np.unique_counts,
      np.unique_inverse, np.unique_all, np.setdiff1d, np.intersect1d, np.union1d, np.setxor1d,
-     np.bincount, np.compress, np.extract, np.trim_zeros, np.repeat, np.where}
+     np.bincount, np.compress, np.extract, np.trim_zeros, np.repeat, np.where, np.delete}
 )
 # NumPy functions that write into their first argument instead of returning a result.
 _WRITING_FUNCTIONS = frozenset(
@@ -159,6 +160,10 @@ class Recording:
         self.input_slots: list[int] = []
         self.writes_inputs = False
         self._errstate = _errstate()
+
+    def traced_values(self) -> list[weakref.ref[Traced]]:
+        """Weak references to every traced wrapper, to see which outlive the trace."""
+        return [weakref.ref(t) for t in self._traced_by_id.values()]
 
     def release(self) -> None:
         """Drop the trace's values (they and their wrappers point at each other)."""
@@ -444,8 +449,36 @@ class Traced(NDArrayOperatorsMixin):
     def __contains__(self, item: Any) -> NoReturn:
         _escape("`in` on a traced value")
 
+    def __str__(self) -> NoReturn:
+        refuse_print()
+
+    def __format__(self, spec: str) -> NoReturn:
+        refuse_print()
+
     def __repr__(self) -> str:
         return f"Traced(shape={np.shape(self.value)}, dtype={np.result_type(self.value)}, slot={self.slot})"
+
+
+def refuse_print() -> NoReturn:
+    """The error for printing a traced value: it would print once, when traced."""
+    raise ReplayError(
+        "replay: print(), str() or format() of a traced value inside a replayed function would "
+        "show the value once, when traced, and never on a replay. Use "
+        "tapegrad.debug.print('loss {}', loss), which prints on every call, eager or replayed."
+    )
+
+
+def record_effect(fn: Callable[..., None], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Call ``fn(*args, **kwargs)`` for its effect, recorded if an argument is traced.
+
+    Returns False when nothing is traced (the caller runs ``fn`` itself). A
+    recorded effect runs now, and again on every replay, with that call's values.
+    """
+    traced = next((a for a in (*args, *kwargs.values()) if type(a) is Traced), None)
+    if traced is None:
+        return False
+    traced.recording.record("call", fn, args, kwargs, lambda a, k: fn(*a, **k))
+    return True
 
 
 def traced_asarray(x: Traced) -> Traced:

@@ -1,0 +1,37 @@
+"""Seeing values inside functions that may be replayed: `tapegrad.debug.print`.
+
+A replayed function (`tapegrad.replay`) runs its recorded NumPy calls, not
+its Python code, so a plain ``print`` would show the traced call's values
+once and then nothing. As ``jax.debug.print`` does, `print` here becomes part
+of the recording: it prints on every call, eager or replayed, with that
+call's values.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from ._tensor import Tensor
+from ._traced import record_effect
+
+__all__ = ["print"]
+
+
+def _show(fmt: str, *args: Any, **kwargs: Any) -> None:
+    builtins.print(fmt.format(*args, **kwargs))
+
+
+def print(fmt: str, *args: Any, **kwargs: Any) -> None:  # noqa: A001 - jax.debug.print's name
+    """Print ``fmt.format(*args, **kwargs)`` on every call, eager or replayed.
+
+    Tensors are formatted as their arrays.
+
+    >>> import tapegrad as tg
+    >>> tg.debug.print("loss {:.2f} at step {}", tg.tensor(0.25), 3)
+    loss 0.25 at step 3
+    """
+    raw = tuple(a.data if isinstance(a, Tensor) else a for a in args)
+    raw_kwargs = {k: v.data if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+    if not record_effect(_show, (fmt, *raw), raw_kwargs):
+        _show(fmt, *raw, **raw_kwargs)

@@ -1,0 +1,329 @@
+"""`tapegrad.replay`'s semantics where a function leaves the happy path.
+
+As `jax.jit` documents them, but loud where JAX is loud: a failed donated
+call, a value that escapes by a side effect, an argument changed in place,
+arguments that share memory, random generators as arguments, value-shaped
+results, read-only arrays, a signature that changes every call, another
+thread's random draws, and printing. Each test reproduces a case that once
+gave a silent difference from the eager run.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+from tapegrad import Tensor, _replay
+
+
+def exact(message: str) -> str:
+    return "^" + re.escape(message) + "$"
+
+
+# ---- 1. a donated call that raises ----------------------------------------------------------
+
+CONSUMED = (
+    "replay: this tensor was donated (donate_argnums) to a replayed call that raised, "
+    "so its memory may hold a partial update; it cannot be used any more. Keep the "
+    "arguments you may need after a failure (or do not donate them), as with jax.jit."
+)
+
+
+def _scaled(w: Tensor, x: Tensor) -> Tensor:
+    return w * x + 1.0
+
+
+def test_a_donated_call_that_raises_leaves_its_tensors_unusable_not_half_written() -> None:
+    step = tg.replay(_scaled, donate_argnums=0)
+    x = tg.tensor(np.full(4, 2.0))
+    w = tg.tensor(np.ones(4))
+    for _ in range(2):
+        w = step(w, x)
+    assert step.replays == 1
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        step(w, tg.tensor(np.full(4, 1e308)))
+    with pytest.raises(ReplayError, match=exact(CONSUMED)):
+        w.numpy()
+    with pytest.raises(ReplayError, match=exact(CONSUMED)):
+        _scaled(w, x)
+
+
+def test_without_donation_a_call_that_raises_leaves_its_arguments_intact() -> None:
+    step = tg.replay(_scaled)
+    x = tg.tensor(np.full(4, 2.0))
+    w = step(step(tg.tensor(np.ones(4)), x), x)
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        step(w, tg.tensor(np.full(4, 1e308)))
+    np.testing.assert_array_equal(w.numpy(), np.full(4, 7.0))
+
+
+ReplayError = tg.ReplayError
+
+
+# ---- 2. a traced value that escapes by a side effect ---------------------------------------
+
+ESCAPED = (
+    "replay: a value computed inside the replayed function outlived the call without "
+    "being returned (it was stored by a side effect, such as history.append(loss) or "
+    "self.x = y); a replay would never update it. Return it from the function and store "
+    "it outside."
+)
+
+
+def test_a_value_stored_by_a_side_effect_is_refused_when_traced() -> None:
+    history: list[Tensor] = []
+
+    def step(w: Tensor) -> Tensor:
+        loss = (w * w).sum()
+        history.append(loss)
+        return w * 0.5
+
+    with pytest.raises(ReplayError, match=exact(ESCAPED)):
+        tg.replay(step)(tg.tensor(np.ones(3)))
+
+
+def test_returned_values_and_dropped_temporaries_are_not_escapes() -> None:
+    def step(w: Tensor) -> tuple[Tensor, Tensor]:
+        scratch = [w * 2.0, w + 1.0]
+        return scratch[0], (w * w).sum()
+
+    replayed = tg.replay(step)
+    for _ in range(3):
+        replayed(tg.tensor(np.ones(3)))
+    assert replayed.replays == 2
+
+
+# ---- 3. an argument container changed in place ---------------------------------------------
+
+
+def test_an_argument_dict_updated_in_place_is_refused() -> None:
+    def step(params: dict[str, Tensor]) -> Tensor:
+        params["w"] = params["w"] * 0.5
+        return params["w"].sum()
+
+    message = (
+        "replay: the function changed its arguments in place (args[0]['w'] was replaced, "
+        "added or removed); a replay cannot carry that change to the caller's objects. "
+        "Return the new value instead (e.g. `return new_params`)."
+    )
+    params = {"w": tg.tensor(np.ones(2))}
+    with pytest.raises(ReplayError, match=exact(message)):
+        tg.replay(step)(params)
+
+
+def test_an_argument_list_appended_to_is_refused() -> None:
+    def step(items: list[Tensor]) -> Tensor:
+        items.append(items[0] * 2.0)
+        return items[0].sum()
+
+    message = (
+        "replay: the function changed its arguments in place (an argument's container was "
+        "replaced, added or removed); a replay cannot carry that change to the caller's "
+        "objects. Return the new value instead (e.g. `return new_params`)."
+    )
+    with pytest.raises(ReplayError, match=exact(message)):
+        tg.replay(step)([tg.tensor(np.ones(2))])
+
+
+# ---- 4. and 7. donated memory that another argument reads, or that is read-only -----------
+
+
+def _axpy(w: Tensor, v: Tensor) -> Tensor:
+    return w * 2.0 + v
+
+
+def test_a_donated_argument_sharing_memory_with_another_is_not_overwritten() -> None:
+    step = tg.replay(_axpy, donate_argnums=0)
+    step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))  # traced with separate memory
+    step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    w = tg.tensor(np.arange(4.0))
+    out = step(w, Tensor(w.data))  # the same memory under two tensors
+    np.testing.assert_array_equal(out.numpy(), np.arange(4.0) * 3)
+    np.testing.assert_array_equal(w.numpy(), np.arange(4.0))
+    assert step.eager_calls == 1
+
+
+def test_a_donated_argument_overlapping_another_as_a_view_is_not_overwritten() -> None:
+    step = tg.replay(_axpy, donate_argnums=0)
+    for _ in range(2):
+        step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    base = np.arange(6.0)
+    out = step(Tensor(base[:4]), Tensor(base[2:]))
+    np.testing.assert_array_equal(out.numpy(), np.arange(4.0) * 2 + np.arange(2.0, 6.0))
+
+
+def test_a_read_only_donated_array_works_as_eagerly() -> None:
+    step = tg.replay(_axpy, donate_argnums=0)
+    for _ in range(2):
+        step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    frozen = np.arange(4.0)
+    frozen.flags.writeable = False
+    out = step(Tensor(frozen), tg.tensor(np.ones(4)))
+    np.testing.assert_array_equal(out.numpy(), np.arange(4.0) * 2 + 1)
+    np.testing.assert_array_equal(frozen, np.arange(4.0))
+    fresh = tg.replay(_axpy, donate_argnums=0)  # traced on a read-only array: never donates it
+    for _ in range(2):
+        np.testing.assert_array_equal(fresh(Tensor(frozen), tg.tensor(np.ones(4))).numpy(), frozen * 2 + 1)
+
+
+# ---- 5. a random generator as an argument ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "generator", [np.random.default_rng(0), np.random.RandomState(0)], ids=["Generator", "RandomState"]
+)
+def test_a_numpy_generator_argument_is_refused(generator: Any) -> None:
+    def noisy(x: Tensor, rng: Any) -> Tensor:
+        return x + tg.tensor(rng.normal(size=x.shape))
+
+    message = (
+        f"replay: an argument is a {type(generator).__name__}; a replay would repeat the numbers it "
+        "drew when traced on every call. Draw the random arrays outside the replayed function "
+        "and pass them in (or pass a tapegrad.random key, which retraces per key)."
+    )
+    with pytest.raises(ReplayError, match=exact(message)):
+        tg.replay(noisy)(tg.tensor(np.zeros(3)), generator)
+
+
+# ---- 6. results whose shape depends on the values -------------------------------------------
+
+VALUE_SHAPED: dict[str, Callable[[Any], Any]] = {
+    "delete-mask": lambda d: np.delete(d, d > 0.5),
+    "nonzero": lambda d: d[np.nonzero(d > 0.5)],
+    "unique": np.unique,
+    "boolean-index": lambda d: d[d > 0.5],
+    "compress": lambda d: np.compress(d > 0.5, d),
+    "extract": lambda d: np.extract(d > 0.5, d),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SHAPED))
+def test_value_shaped_results_are_guarded(name: str) -> None:
+    fn = VALUE_SHAPED[name]
+
+    def f(x: Tensor) -> Tensor:
+        scratch = x * 3.0  # a dead buffer of the traced result's shape, free for reuse
+        picked = Tensor(fn(x.data))
+        return (picked - 2.0) * 1.0 + scratch[: picked.shape[0]].sum() * 0.0
+
+    replayed = tg.replay(f)
+    inputs = [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [0.0, 0.0, 2.0], [1.0, 1.0, 1.0], [0.0, 1.0, 3.0]]
+    for values in inputs:
+        x = tg.tensor(np.array(values))
+        np.testing.assert_array_equal(replayed(x).numpy(), f(x).numpy())
+    assert replayed.replays >= 1 and replayed.eager_calls >= 1
+
+
+# ---- 8. a signature that changes every call -------------------------------------------------
+
+
+def test_the_cache_is_bounded_and_a_changing_python_number_is_named() -> None:
+    def sgd(w: Tensor, g: Tensor, lr: float) -> Tensor:
+        return w - lr * g
+
+    replayed = tg.replay(sgd)
+    w, g = tg.tensor(np.ones(3)), tg.tensor(np.full(3, 0.1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(400):
+            w = replayed(w, g, 0.1 * 0.99**step)
+    retraces = [w for w in caught if issubclass(w.category, tg.ReplayRetraceWarning)]
+    assert len(retraces) == 1 and len(caught) == 1
+    lr = 0.1 * 0.99 ** (_replay.RETRACE_WARNING_AFTER - 1)
+    assert str(retraces[0].message) == (
+        f"replay: `sgd` has been traced {_replay.RETRACE_WARNING_AFTER} times; the last trace "
+        f"was caused by args[2] (a float, now {lr!r:.40}) changing value. Python numbers and "
+        "other non-array arguments are part of the signature, so a value that changes every call "
+        "retraces every call: pass it as a 0-d tensor (tapegrad.tensor(value)) instead."
+    )
+    assert replayed.traces == 400 and replayed.cache_size == _replay.MAX_CACHED_SIGNATURES
+
+
+def test_a_0d_tensor_learning_rate_traces_once() -> None:
+    replayed = tg.replay(lambda w, lr: w - lr * w)
+    w = tg.tensor(np.ones(3))
+    for step in range(20):
+        w = replayed(w, tg.tensor(0.1 * 0.99**step))
+    assert replayed.traces == 1 and replayed.replays == 19
+
+
+# ---- 9. another thread's random draws --------------------------------------------------------
+
+
+def test_another_threads_random_draws_do_not_fail_a_trace() -> None:
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            np.random.normal(size=16)
+
+    def f(x: Tensor) -> Tensor:
+        for _ in range(200):
+            x = x * 1.0001 + 0.0001
+        return x
+
+    thread = threading.Thread(target=draw)
+    thread.start()
+    try:
+        for _ in range(20):
+            replayed = tg.replay(f)
+            replayed(tg.tensor(np.ones(8)))
+            assert replayed.traces == 1
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_this_threads_draw_is_still_refused_while_another_thread_runs() -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        with pytest.raises(ReplayError, match="global random generator"):
+            tg.replay(lambda x: x + tg.tensor(np.random.normal(size=3)))(tg.tensor(np.zeros(3)))
+    finally:
+        stop.set()
+        thread.join()
+
+
+# ---- 10. printing ----------------------------------------------------------------------------
+
+
+def test_debug_print_prints_on_every_call_eager_or_replayed(capsys: pytest.CaptureFixture[str]) -> None:
+    def f(x: Tensor) -> Tensor:
+        y = x * 2.0
+        tg.debug.print("y = {} (step {})", y, "n")
+        return y
+
+    replayed = tg.replay(f)
+    for i in range(3):
+        replayed(tg.tensor(np.array([float(i)])))
+    f(tg.tensor(np.array([5.0])))
+    assert capsys.readouterr().out.splitlines() == [
+        "y = [0.] (step n)", "y = [2.] (step n)", "y = [4.] (step n)", "y = [10.] (step n)",
+    ]
+    assert replayed.replays == 2
+
+
+def test_print_of_a_traced_value_says_what_to_use() -> None:
+    message = (
+        "replay: print(), str() or format() of a traced value inside a replayed function would "
+        "show the value once, when traced, and never on a replay. Use "
+        "tapegrad.debug.print('loss {}', loss), which prints on every call, eager or replayed."
+    )
+
+    def shows(x: Tensor) -> Tensor:
+        print(x)
+        return x
+
+    with pytest.raises(ReplayError, match=exact(message)):
+        tg.replay(shows)(tg.tensor(1.0))
+    with pytest.raises(ReplayError, match=exact(message)):
+        tg.replay(lambda x: print(f"{x.data}") or x)(tg.tensor(1.0))
