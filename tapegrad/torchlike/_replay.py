@@ -123,6 +123,9 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
     # The objects' old state is replaced after every call, so it is donated: a
     # replay updates parameters and moments in place, as PyTorch's optimizers do.
     replayed = core_replay(pure, donate_argnums=0)
+    # The trace leaves traced values in the objects until `call` writes the new
+    # state back; only then can it tell a value that escaped by a side effect.
+    replayed.defer_escape_check = True
 
     @functools.wraps(step)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -136,6 +139,7 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
             holders.write(before)  # a failed trace must not leave traced values behind
             raise
         holders.write(new_state)
+        replayed.check_escapes()
         return _wrap(out)  # type: ignore[no-any-return]
 
     call.replayed = replayed  # type: ignore[attr-defined]
