@@ -7,7 +7,8 @@ as a uint8 array): the format name and version, the user's metadata, and for
 each leaf its key path and kind, plus dtype and shape for arrays or the value
 itself for Python scalars. Scalars live in the JSON because it holds them
 exactly: a bit generator's state has ints wider than 64 bits, so ints are
-written as decimal strings.
+written as strings: decimal up to 2000 bits, hex beyond (Python parses decimal
+strings only up to its int-str limit, hex ones of any length).
 
 Loading never unpickles (``allow_pickle=False``), so an untrusted file cannot
 run code; the worst it can do is fail to load.
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
@@ -40,6 +42,21 @@ FORMAT = "tapegrad-checkpoint"
 VERSION = 1
 _HEADER = "__tapegrad__"
 _ZIP_MAGIC = b"PK"
+_ENCRYPTED = 0x1  # the zip general-purpose flag bit for an encrypted member
+#: Ints up to this many bits are written in decimal: under 640 digits, which no
+#: Python's int-str limit refuses. Wider ones are written in hex.
+_DECIMAL_BITS = 2000
+#: How to read each .npy header version's shape and dtype. np.save writes 1.0, 2.0
+#: for a header over 64 kB, and 3.0 for non-Latin-1 field names: 3.0 is 2.0 in UTF-8,
+#: so reading it as Latin-1 garbles only those names, never the shape or itemsize
+#: (all the size checks need); read_array then reads it properly.
+_NPY_HEADER_READERS: dict[
+    tuple[int, int], Callable[[Any], tuple[tuple[int, ...], bool, np.dtype[Any]]]
+] = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+    (3, 0): np.lib.format.read_array_header_2_0,
+}
 
 _ARRAY_KINDS = ("tensor", "array")
 _SCALAR_KINDS: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}
@@ -114,7 +131,7 @@ def _encode(key: str, leaf: Any) -> tuple[dict[str, Any], np.ndarray[Any, Any] |
     if isinstance(leaf, bool):
         return {"path": key, "kind": "bool", "value": leaf}, None
     if isinstance(leaf, int):
-        return {"path": key, "kind": "int", "value": str(leaf)}, None
+        return {"path": key, "kind": "int", "value": _int_to_json(leaf)}, None
     if isinstance(leaf, float):
         return {"path": key, "kind": "float", "value": leaf}, None
     if isinstance(leaf, str):
@@ -199,16 +216,21 @@ def load(path: str | os.PathLike[str], like: T) -> T:
     Tensors come back as Tensors on the device of ``like``'s tensor, arrays as
     NumPy arrays, and Python scalars as Python scalars; a Tensor and an array
     are interchangeable, and what comes back follows ``like``.
+
+    Only the members the header names are read, and each is checked against
+    ``like`` and the header before any of its data is: a hostile file cannot
+    make loading allocate more than ``like``'s arrays and the file's own size.
     """
     file = Path(path)
-    header, arrays = _read(file, with_arrays=True)
     like_paths, like_leaves, treedef = _tree.flatten_with_paths(like)
     like_paths = [key or "<root>" for key in like_paths]
-    _check_structure(file, [leaf.path for leaf in header.leaves], like_paths)
-    out = [
-        _decode(file, i, saved, expected, arrays)
-        for i, (saved, expected) in enumerate(zip(header.leaves, like_leaves))
-    ]
+    with _open_archive(file) as archive:
+        header = _read_header(file, archive)
+        _check_structure(file, [leaf.path for leaf in header.leaves], like_paths)
+        out = [
+            _decode(file, archive, i, saved, expected)
+            for i, (saved, expected) in enumerate(zip(header.leaves, like_leaves))
+        ]
     return treedef.unflatten(out)  # type: ignore[no-any-return]
 
 
@@ -217,12 +239,22 @@ def load_metadata(path: str | os.PathLike[str]) -> dict[str, str | int | float |
 
     Only the header is read, so this is quick even for a large checkpoint.
     """
-    header, _ = _read(Path(path), with_arrays=False)
-    return dict(header.metadata)
+    file = Path(path)
+    with _open_archive(file) as archive:
+        return dict(_read_header(file, archive).metadata)
 
 
-def _read(file: Path, with_arrays: bool) -> tuple[_Header, dict[str, np.ndarray[Any, Any]]]:
-    """The header and (optionally) every array entry, with I/O failures as `CheckpointError`."""
+@attrs.frozen
+class _Archive:
+    """An open checkpoint: its zip directory, and the file's size on disk."""
+
+    zip: zipfile.ZipFile
+    size: int
+
+
+@contextlib.contextmanager
+def _open_archive(file: Path) -> Iterator[_Archive]:
+    """The zip archive at ``file``, with a missing, empty or non-zip file as `CheckpointError`."""
     if not file.exists():
         raise CheckpointError(
             f"{file}: no such checkpoint file; check the path (the directory holds "
@@ -231,37 +263,113 @@ def _read(file: Path, with_arrays: bool) -> tuple[_Header, dict[str, np.ndarray[
     if file.is_dir():
         raise CheckpointError(f"{file}: is a directory; pass the checkpoint file inside it")
     with open(file, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
         start = f.read(2)
-    if not start:
-        raise CheckpointError(_truncated(file, "the file is empty"))
-    if start != _ZIP_MAGIC:
-        raise CheckpointError(
-            f"{file}: not a tapegrad checkpoint: it is not an .npz (zip) archive; "
-            f"was it written by tapegrad.checkpoint.save?"
-        )
-    try:
-        # Our own handle, closed even when the zip turns out truncated (np.load leaks its own).
-        with open(file, "rb") as f, np.load(f, allow_pickle=False) as npz:
-            names = list(npz.files)
-            raw = npz[_HEADER] if _HEADER in names else None
-            wanted = [n for n in names if n != _HEADER] if with_arrays and raw is not None else []
-            arrays = {name: npz[name] for name in wanted}
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise CheckpointError(_truncated(file, str(exc))) from None
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):  # NumPy's words for an object array
+        if not start:
+            raise CheckpointError(_truncated(file, "the file is empty"))
+        if start != _ZIP_MAGIC:
             raise CheckpointError(
-                f"{file}: not a tapegrad checkpoint: it holds pickled (object) data, which "
-                f"tapegrad never writes and will not load, since unpickling can run code"
-            ) from None
-        raise CheckpointError(_truncated(file, str(exc))) from None
-    if raw is None:
+                f"{file}: not a tapegrad checkpoint: it is not an .npz (zip) archive; "
+                f"was it written by tapegrad.checkpoint.save?"
+            )
+        try:
+            opened = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            raise CheckpointError(_truncated(file, str(exc))) from None
+        with opened:
+            yield _Archive(opened, size)
+
+
+def _read_header(file: Path, archive: _Archive) -> _Header:
+    names = [n.removesuffix(".npy") for n in archive.zip.namelist()]
+    if _HEADER not in names:
         raise CheckpointError(
             f"{file}: an .npz archive but not a tapegrad checkpoint: it has no "
             f"{_HEADER!r} header entry (it holds {', '.join(names) or 'nothing'}); "
             f"was it written by np.savez rather than tapegrad.checkpoint.save?"
         )
-    return _parse_header(file, raw), arrays
+    raw = _read_member(file, archive, _HEADER, "the header", np.dtype(np.uint8).str, None)
+    return _parse_header(file, raw)
+
+
+def _read_member(
+    file: Path,
+    archive: _Archive,
+    name: str,
+    what: str,
+    dtype: str | None,
+    shape: tuple[int, ...] | None,
+) -> np.ndarray[Any, Any]:
+    """The array in member ``name``, once its sizes agree with ``dtype`` and ``shape``.
+
+    Every size a member declares is checked before its data is read: the zip
+    entry's against the file's size, and the .npy header's dtype and shape
+    against ``dtype`` and ``shape`` (``None`` for the header: any 1-d array)
+    and against the zip entry's. So what is allocated is never more than the
+    file holds, whatever a damaged or hostile file declares.
+    """
+    try:
+        info = archive.zip.getinfo(f"{name}.npy")
+    except KeyError:
+        raise CheckpointError(_truncated(file, f"the member for {what} is missing")) from None
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & _ENCRYPTED:
+        # Compressed data could expand far beyond the file's size before any check.
+        raise CheckpointError(
+            f"{file}: not a tapegrad checkpoint: its member {name} is compressed or "
+            f"encrypted, and tapegrad writes (and reads) only uncompressed members; "
+            f"was it written by np.savez_compressed rather than tapegrad.checkpoint.save?"
+        )
+    if info.file_size != info.compress_size or info.header_offset + info.file_size > archive.size:
+        raise CheckpointError(
+            _truncated(
+                file,
+                f"the zip entry for {what} declares {info.file_size} bytes, "
+                f"more than the {archive.size}-byte file holds",
+            )
+        )
+    try:
+        with archive.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in _NPY_HEADER_READERS:
+                raise CheckpointError(
+                    _truncated(file, f"the member for {what} is in .npy format {version}")
+                )
+            found_shape, _, found_dtype = _NPY_HEADER_READERS[version](member)
+            if found_dtype.hasobject:
+                raise CheckpointError(
+                    f"{file}: not a tapegrad checkpoint: it holds pickled (object) data, "
+                    f"which tapegrad never writes and will not load, since unpickling can "
+                    f"run code"
+                )
+            declared = (dtype, shape) if shape is not None else (dtype, found_shape[:1])
+            if (found_dtype.str, found_shape) != declared:
+                expectation = (
+                    f"the header declares {dtype} of shape {shape}"
+                    if shape is not None
+                    else f"a header is a 1-d {dtype} array"
+                )
+                raise CheckpointError(
+                    _truncated(
+                        file,
+                        f"the member for {what} holds {found_dtype.str} of shape "
+                        f"{found_shape}, where {expectation}",
+                    )
+                )
+            data_size = math.prod(found_shape) * found_dtype.itemsize
+            if member.tell() + data_size != info.file_size:
+                raise CheckpointError(
+                    _truncated(
+                        file,
+                        f"the member for {what} declares {data_size} bytes of data, but its "
+                        f"zip entry holds {info.file_size - member.tell()}",
+                    )
+                )
+            member.seek(0)  # read_array reads (and checks) the .npy header itself
+            return np.lib.format.read_array(member, allow_pickle=False)
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(_truncated(file, str(exc) or type(exc).__name__)) from None
 
 
 def _parse_header(file: Path, raw: np.ndarray[Any, Any]) -> _Header:
@@ -271,7 +379,7 @@ def _parse_header(file: Path, raw: np.ndarray[Any, Any]) -> _Header:
     )
     try:
         doc = json.loads(raw.tobytes().decode())
-    except ValueError:  # bad UTF-8 or bad JSON
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON, or JSON nested too deep
         raise not_ours from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise not_ours
@@ -295,6 +403,8 @@ def _parse_header(file: Path, raw: np.ndarray[Any, Any]) -> _Header:
         metadata = dict(doc["metadata"])
     except (ValueError, TypeError, KeyError, AttributeError):  # a field missing or mistyped
         raise not_ours from None
+    if not all(isinstance(v, str | int | float | bool) for v in metadata.values()):
+        raise not_ours
     return _Header(leaves, metadata)
 
 
@@ -317,23 +427,28 @@ def _check_structure(file: Path, saved: list[str], expected: list[str]) -> None:
     )
 
 
-def _decode(
-    file: Path, i: int, saved: _Leaf, expected: Any, arrays: dict[str, np.ndarray[Any, Any]]
-) -> Any:
+def _decode(file: Path, archive: _Archive, i: int, saved: _Leaf, expected: Any) -> Any:
     """Leaf ``i`` rebuilt as the kind of ``expected``, after checking they agree."""
     want = _kind_of(expected)
     if saved.kind in _ARRAY_KINDS and want in _ARRAY_KINDS:
-        array = _array_entry(file, i, saved, arrays)
+        # Header against `like` first: a header is small, an array need not be.
         want_dtype, want_shape = np.dtype(expected.dtype), tuple(expected.shape)
-        if array.dtype != want_dtype:
+        if saved.dtype != want_dtype.str:
+            shown = _dtype_name(saved.dtype)
+            raise CheckpointError(
+                f"{file}: dtype mismatch at {saved.path}: saved {shown}, `like` has "
+                f"{want_dtype}; build `like` with dtype {shown}, or cast after loading"
+            )
+        if saved.shape != want_shape:
+            raise CheckpointError(
+                f"{file}: shape mismatch at {saved.path}: saved {saved.shape}, `like` has "
+                f"{want_shape}; is it from a model with different layer sizes?"
+            )
+        array = _read_member(file, archive, f"leaf_{i}", saved.path, saved.dtype, want_shape)
+        if array.dtype != want_dtype:  # a structured dtype's .str does not name its fields
             raise CheckpointError(
                 f"{file}: dtype mismatch at {saved.path}: saved {array.dtype}, `like` has "
                 f"{want_dtype}; build `like` with dtype {array.dtype}, or cast after loading"
-            )
-        if array.shape != want_shape:
-            raise CheckpointError(
-                f"{file}: shape mismatch at {saved.path}: saved {array.shape}, `like` has "
-                f"{want_shape}; is it from a model with different layer sizes?"
             )
         if isinstance(expected, Tensor):
             return Tensor(to_device(array, expected.device))
@@ -345,12 +460,33 @@ def _decode(
         )
     cls = _SCALAR_KINDS[saved.kind]
     try:
-        value = int(saved.value) if cls is int else saved.value
+        value = _int_from_json(saved.value) if cls is int else saved.value
     except (TypeError, ValueError):
         value = None
     if type(value) is not cls:
         raise CheckpointError(_truncated(file, f"the header's value at {saved.path} is corrupt"))
     return value
+
+
+def _int_to_json(value: int) -> str:
+    """An int as a string that any Python can parse back, however many digits it has."""
+    # Python refuses decimal str()/int() beyond sys.get_int_max_str_digits() digits
+    # (4300 by default, 640 at the least); hex, a power-of-two base, has no limit.
+    return str(value) if value.bit_length() <= _DECIMAL_BITS else hex(value)
+
+
+def _int_from_json(value: Any) -> int:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return int(value, 16) if value.lstrip("-").startswith("0x") else int(value)
+
+
+def _dtype_name(descr: Any) -> str:
+    """A header's dtype string as NumPy names it, or as written if NumPy cannot read it."""
+    try:
+        return str(np.dtype(descr)) if isinstance(descr, str) else repr(descr)
+    except (TypeError, ValueError, SyntaxError):
+        return repr(descr)
 
 
 def _kind_of(leaf: Any) -> str:
@@ -368,17 +504,6 @@ def _describe(kind: str) -> str:
     if kind in _SCALAR_KINDS:
         return f"Python {kind}"
     return {"tensor": "Tensor", "array": "NumPy array"}.get(kind, kind)
-
-
-def _array_entry(
-    file: Path, i: int, saved: _Leaf, arrays: dict[str, np.ndarray[Any, Any]]
-) -> np.ndarray[Any, Any]:
-    array = arrays.get(f"leaf_{i}")
-    if array is None or array.dtype.str != saved.dtype or array.shape != saved.shape:
-        raise CheckpointError(
-            _truncated(file, f"the array for {saved.path} is missing or disagrees with the header")
-        )
-    return array
 
 
 def _truncated(file: Path, detail: str) -> str:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import pathlib
+import re
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -275,14 +280,16 @@ def test_pickled_data_is_refused_unrun(tmp_path: Path) -> None:
             return (pathlib.Path.touch, (marker,))  # what unpickling would run
 
     path = tmp_path / "evil.ckpt"
-    header = {"format": "tapegrad-checkpoint", "version": 1, "metadata": {}, "leaves": []}
+    # The header names the member as floats, so it is read; an unnamed member never is.
+    leaf = {"path": "['w']", "kind": "array", "dtype": "<f8", "shape": [1]}
+    header = {"format": "tapegrad-checkpoint", "version": 1, "metadata": {}, "leaves": [leaf]}
     with path.open("wb") as f:
         np.savez(
             f,
             __tapegrad__=np.frombuffer(json.dumps(header).encode(), np.uint8),
             leaf_0=np.array([Payload()], dtype=object),
         )
-    assert load_error(path, {}) == (
+    assert load_error(path, {"w": np.zeros(1)}) == (
         f"{path}: not a tapegrad checkpoint: it holds pickled (object) data, which tapegrad "
         f"never writes and will not load, since unpickling can run code"
     )
@@ -320,6 +327,168 @@ def test_save_into_missing_directory(tmp_path: Path) -> None:
         f"checkpoint.save: the directory {tmp_path}/runs does not exist; create it first "
         f"(e.g. `Path('{tmp_path}/runs').mkdir(parents=True)`)"
     )
+
+
+# ---- files from outside: hostile sizes, depths and ints --------------------
+
+
+def npy_member(dtype: str, shape: tuple[int, ...], data: bytes) -> bytes:
+    """A .npy file declaring ``dtype`` and ``shape``, followed by ``data`` whatever its length."""
+    out = io.BytesIO()
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(out, header)
+    return out.getvalue() + data
+
+
+def write_checkpoint(path: Path, leaves: list[dict[str, Any]], **members: bytes) -> Path:
+    """A stored (uncompressed) zip with a valid header naming ``leaves``, and ``members``."""
+    header = {"format": "tapegrad-checkpoint", "version": 1, "metadata": {}, "leaves": leaves}
+    raw = json.dumps(header).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("__tapegrad__.npy", npy_member("|u1", (len(raw),), raw))
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+    return path
+
+
+W_LEAF = {"path": "['w']", "kind": "array", "dtype": "<f8", "shape": [3]}
+
+
+def test_unnamed_members_are_never_read(tmp_path: Path) -> None:
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, {"w": np.arange(3.0)})
+    hostile = 64 * 2**20  # 64 MiB of zeros, which deflate to 64 kB
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("junk.npy", "w", force_zip64=True) as member:
+            member.write(npy_member("|u1", (hostile,), b""))
+            for _ in range(hostile // 2**20):
+                member.write(bytes(2**20))
+    assert path.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        loaded = checkpoint.load(path, {"w": np.zeros(3)})
+        metadata = checkpoint.load_metadata(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (loaded["w"].tolist(), metadata) == ([0.0, 1.0, 2.0], {})
+    assert peak < 2**20, f"loading allocated {peak} bytes"
+
+
+@pytest.mark.parametrize(
+    ("member", "detail"),
+    [
+        (
+            npy_member("<f8", (2**40,), bytes(24)),
+            "the member for ['w'] holds <f8 of shape (1099511627776,), where the header "
+            "declares <f8 of shape (3,)",
+        ),
+        (
+            npy_member("<f4", (3,), bytes(12)),
+            "the member for ['w'] holds <f4 of shape (3,), where the header declares <f8 "
+            "of shape (3,)",
+        ),
+        (
+            npy_member("<f8", (3,), bytes(16)),
+            "the member for ['w'] declares 24 bytes of data, but its zip entry holds 16",
+        ),
+    ],
+    ids=["2**40-elements", "other-dtype", "short-data"],
+)
+def test_a_member_that_disagrees_with_the_header(
+    tmp_path: Path, member: bytes, detail: str
+) -> None:
+    path = write_checkpoint(tmp_path / "c.ckpt", [W_LEAF], leaf_0=member)
+    tracemalloc.start()
+    try:
+        message = load_error(path, {"w": np.zeros(3)})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert message == f"{path}: truncated or corrupt checkpoint ({detail}); {TRUNCATED_FIX}"
+    assert peak < 2**20, f"loading allocated {peak} bytes"
+
+
+def test_a_header_member_that_declares_2_31_bytes(tmp_path: Path) -> None:
+    # Both the .npy header and the zip entry claim 2 GiB; the file holds a few hundred bytes.
+    path = tmp_path / "c.ckpt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("__tapegrad__.npy", npy_member("|u1", (2**31,), b"{}"))
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the central directory's entry for the member
+    declared = 2**31 + 128  # .npy header and data, as a real 2 GiB member would be
+    data[entry + 20 : entry + 28] = struct.pack("<II", declared, declared)
+    path.write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError) as info:
+            checkpoint.load_metadata(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value) == (
+        f"{path}: truncated or corrupt checkpoint (the zip entry for the header declares "
+        f"2147483776 bytes, more than the {len(data)}-byte file holds); {TRUNCATED_FIX}"
+    )
+    assert peak < 2**20, f"loading allocated {peak} bytes"
+
+
+def test_a_compressed_member_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.ckpt"
+    header = {"format": "tapegrad-checkpoint", "version": 1, "metadata": {}, "leaves": []}
+    with path.open("wb") as f:
+        np.savez_compressed(f, __tapegrad__=np.frombuffer(json.dumps(header).encode(), np.uint8))
+    assert load_error(path, {}) == (
+        f"{path}: not a tapegrad checkpoint: its member __tapegrad__ is compressed or "
+        f"encrypted, and tapegrad writes (and reads) only uncompressed members; was it "
+        f"written by np.savez_compressed rather than tapegrad.checkpoint.save?"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"format": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        json.dumps(
+            {"format": "tapegrad-checkpoint", "version": 1, "metadata": {"a": [1]}, "leaves": []}
+        ).encode(),
+    ],
+    ids=["nested-100000-deep", "metadata-not-a-scalar"],
+)
+def test_a_header_that_is_not_ours_in_depth(tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "c.ckpt"
+    with path.open("wb") as f:
+        np.savez(f, __tapegrad__=np.frombuffer(raw, np.uint8))
+    expected = (
+        f"{path}: not a tapegrad checkpoint: its '__tapegrad__' entry is not a valid "
+        f"tapegrad-checkpoint header; was it written by tapegrad.checkpoint.save?"
+    )
+    assert load_error(path, {}) == expected
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        checkpoint.load_metadata(path)
+
+
+def test_ints_of_any_size_round_trip_under_any_int_str_limit(tmp_path: Path) -> None:
+    state = {"small": -3, "wide": 2**2000 - 1, "huge": -(10**5000) - 7, "pcg": 2**128 + 1}
+    path = tmp_path / "c.ckpt"
+    limit = sys.get_int_max_str_digits()
+    try:
+        # The lowest limit Python allows; 4300 digits by default would refuse "huge" too.
+        sys.set_int_max_str_digits(640)
+        checkpoint.save(path, state)
+        loaded = checkpoint.load(path, {key: 0 for key in state})
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert loaded == state
+    with np.load(path) as npz:
+        leaves = json.loads(npz["__tapegrad__"].tobytes())["leaves"]
+    # Decimal while any Python reads it back (so older tapegrads read these files), hex beyond.
+    assert {leaf["path"]: leaf["value"] for leaf in leaves} == {
+        "['huge']": hex(-(10**5000) - 7),
+        "['pcg']": str(2**128 + 1),
+        "['small']": "-3",
+        "['wide']": str(2**2000 - 1),
+    }
 
 
 # ---- atomic writes ----------------------------------------------------------
@@ -389,3 +558,33 @@ def test_sigkill_mid_write_keeps_last_checkpoint(tmp_path: Path) -> None:
     loaded = checkpoint.load(path, like)
     assert loaded["step"] == 0
     assert np.array_equal(loaded["w"], np.full(n, 0.5, dtype=np.float32))
+
+
+def test_structured_dtypes_with_other_field_names_differ(tmp_path: Path) -> None:
+    # Both are '|V16' as dtype.str, so only full dtype equality tells them apart.
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, {"w": np.zeros(2, dtype=[("x", "<f8"), ("y", "<f8")])})
+    like = {"w": np.zeros(2, dtype=[("a", "<f8"), ("b", "<f8")])}
+    assert load_error(path, like) == (
+        f"{path}: dtype mismatch at ['w']: saved [('x', '<f8'), ('y', '<f8')], `like` has "
+        f"[('a', '<f8'), ('b', '<f8')]; build `like` with dtype [('x', '<f8'), ('y', '<f8')], "
+        f"or cast after loading"
+    )
+
+
+def test_structured_dtype_with_non_latin1_field_names_round_trips(tmp_path: Path) -> None:
+    # NumPy stores these in .npy format 3.0, whose header is UTF-8.
+    path = tmp_path / "c.ckpt"
+    state = {"w": np.arange(2.0).astype([("日", "<f8")])}
+    with pytest.warns(UserWarning, match=re.escape("Stored array in format 3.0")):
+        checkpoint.save(path, state)  # NumPy's own warning
+    assert_identical(checkpoint.load(path, {"w": np.zeros(2, dtype=[("日", "<f8")])}), state)
+
+
+def test_fortran_ordered_arrays_round_trip(tmp_path: Path) -> None:
+    # A transposed array is stored with fortran_order=True; its member declares the same shape.
+    path = tmp_path / "c.ckpt"
+    state = {"w_t": np.arange(6.0).reshape(2, 3).T, "t": tg.tensor(np.ones((3, 2)).T)}
+    checkpoint.save(path, state)
+    like = {"w_t": np.zeros((3, 2)), "t": tg.tensor(np.zeros((2, 3)))}
+    assert_identical(checkpoint.load(path, like), state)
