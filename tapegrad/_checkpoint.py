@@ -163,6 +163,13 @@ def _check_metadata(metadata: Metadata | None) -> dict[str, str | int | float | 
                 f"checkpoint.save: metadata must map str to str/int/float/bool, got "
                 f"{name!r}: {type(value).__name__}; store anything larger in the state"
             )
+        if isinstance(value, int) and value.bit_length() > _DECIMAL_BITS:
+            # JSON holds metadata ints in decimal, which Python's int-str limit caps.
+            raise ValueError(
+                f"checkpoint.save: the metadata int {name!r} has {value.bit_length()} bits; "
+                f"metadata ints are at most {_DECIMAL_BITS} bits. Store it in the state, "
+                f"which holds ints of any size"
+            )
         checked[name] = value
     return checked
 

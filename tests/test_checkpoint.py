@@ -317,6 +317,12 @@ def test_save_rejects_unsupported_leaves(tmp_path: Path) -> None:
         "checkpoint.save: metadata must map str to str/int/float/bool, got 'shape': tuple; "
         "store anything larger in the state"
     )
+    with pytest.raises(ValueError) as value_info:
+        checkpoint.save(tmp_path / "c.ckpt", [1], metadata={"seed": 10**5000})
+    assert str(value_info.value) == (
+        "checkpoint.save: the metadata int 'seed' has 16610 bits; metadata ints are at most "
+        "2000 bits. Store it in the state, which holds ints of any size"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
