@@ -1,16 +1,21 @@
 """PyTorch's implicit graph, rebuilt on one explicit `Tape` per thread.
 
 PyTorch records whenever a tensor that requires grad takes part in an op.
-Here, the first such op opens an ambient tape on this thread, and every graph
-recorded until it closes lives on it. As in PyTorch:
+Here, such an op records on an ambient tape kept for this thread, and every
+graph recorded until it closes lives on it. The tape is entered only while a
+wrapper op runs (`recording`): functional tapegrad code run between wrapper
+ops is never recorded on it, and `tapegrad.replay` sees no open tape. As in
+PyTorch:
 
-- ``backward()`` differentiates the graph behind its tensor alone, then frees
-  that graph (unless ``retain_graph=True``); other graphs recorded meanwhile
-  stay, so ``l1.backward(); l2.backward()`` works for two separate losses;
-- ``zero_grad()`` frees every graph that no live tensor can still reach, so
-  a forward pass that is never backpropagated (an evaluation step) cannot
-  keep its values alive past the next step, while a loss computed before
-  ``zero_grad()`` can still be backpropagated after it.
+- ``backward()`` differentiates the graph that reaches its tensor alone, then
+  frees that graph (unless ``retain_graph=True``); other graphs recorded
+  meanwhile stay, so ``l1.backward(); l2.backward()`` works for two separate
+  losses, and dead records of earlier graphs are never walked;
+- a graph no live tensor can reach is freed by ``zero_grad()``, and also
+  whenever the tape has doubled since the last sweep, so a forward pass that
+  is never backpropagated (an evaluation step, ``model(x).detach()``) cannot
+  make the tape grow, while a loss computed before ``zero_grad()`` can still
+  be backpropagated after it.
 
 The tape closes when it holds no graph.
 """
@@ -52,6 +57,13 @@ class _Ambient(threading.local):
         # of them lost part of itself. Plain weak references are cheap; dead ones are
         # swept out now and then.
         self.freed: dict[int, weakref.ref[CoreTensor]] = {}
+        # The tape's length at which `recording_tape` next frees the graphs nobody can reach.
+        self.sweep_at = SWEEP_AT_LEAST
+
+
+#: The fewest records on the ambient tape before a sweep for unreachable graphs; after a
+#: sweep the next one comes when the tape has doubled, so sweeping costs O(1) per op.
+SWEEP_AT_LEAST = 256
 
 
 _AMBIENT = _Ambient()
@@ -63,8 +75,7 @@ def grad_enabled() -> bool:
 
 
 def watch(leaf: Tensor) -> None:
-    """Start recording if needed, and remember ``leaf`` for ``backward()``."""
-    ensure_recording()
+    """Remember ``leaf`` for ``backward()``: a recorded op read it."""
     _AMBIENT.leaves[id(leaf)] = leaf
 
 
@@ -73,12 +84,23 @@ def track(output: Tensor) -> None:
     _AMBIENT.outputs.append(weakref.ref(output))
 
 
-def ensure_recording() -> None:
-    """Open the ambient tape if no op has opened it yet."""
-    if _AMBIENT.tape is None:
-        tape = Tape()
-        tape.__enter__()
-        _AMBIENT.tape = tape
+def recording_tape() -> Tape:
+    """The ambient tape, opened if no op has opened it yet, for a wrapper op to record on.
+
+    The caller enters it around the op alone. When the tape has grown past its
+    sweep mark, the graphs that no live wrapper tensor can reach are freed
+    first: a forward pass never backpropagated must not keep its records.
+    """
+    tape = _AMBIENT.tape
+    if tape is None:
+        tape = _AMBIENT.tape = Tape()
+    elif len(tape) >= _AMBIENT.sweep_at:
+        release_unused()
+        tape = _AMBIENT.tape
+        if tape is None:
+            tape = _AMBIENT.tape = Tape()
+        _AMBIENT.sweep_at = max(SWEEP_AT_LEAST, 2 * len(tape))
+    return tape
 
 
 def release() -> None:
@@ -89,10 +111,7 @@ def release() -> None:
         _AMBIENT.tape = None
         _AMBIENT.leaves = {}
         _AMBIENT.outputs = []
-        try:
-            tape.__exit__(None, None, None)
-        except ValueError:  # pragma: no cover - exited from another context
-            pass
+        _AMBIENT.sweep_at = SWEEP_AT_LEAST
         tape.close()
 
 
@@ -107,6 +126,9 @@ def release_unused() -> None:
         release()
         return
     take_records(tape, [i for i in range(len(tape)) if i not in in_use])
+    # Leaves no kept record reads cannot receive a gradient any more: let them go.
+    read = {id(x) for record in take_records(tape, list(range(len(tape))), keep=True) for x in record[1]}
+    _AMBIENT.leaves = {k: leaf for k, leaf in _AMBIENT.leaves.items() if id(leaf.value) in read}
 
 
 def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> None:
@@ -119,14 +141,9 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
     leaves = list(_AMBIENT.leaves.values())
     if root.is_leaf and id(root) not in _AMBIENT.leaves:
         leaves.append(root)
-    if tape is None or not len(tape):
-        indices = []
-    elif not retain_graph and tape.last_output() is root.value and _only_live_result(root):
-        # The classic loop: the loss was computed last and nothing else that could be
-        # backpropagated later is alive, so the whole tape is its graph (or dead).
-        indices = list(range(len(tape)))
-    else:
-        indices = graph_of(tape, [root.value])
+    # Only the records that reach root: dead records of earlier graphs (a branch
+    # dropped without zero_grad()) may read values an earlier backward() freed.
+    indices = graph_of(tape, [root.value]) if tape is not None and len(tape) else []
     # A live result keeps its graph until a backward() through it (or a replay) frees it.
     if not root.is_leaf and not indices:
         raise RuntimeError(FREED)
@@ -136,7 +153,9 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
         if _reaches_freed(records):
             raise RuntimeError(FREED)  # it shares values with a graph an earlier backward() freed
         if not retain_graph:
-            if len(records) == len(tape):  # the tape held this graph alone: close it now
+            if len(records) == len(tape) or _only_live_result(root):
+                # The tape held this graph alone, or nothing else on it can still be
+                # backpropagated (the classic loop): close it now.
                 release()
                 tape = None
             else:  # the graph is ours alone now: let it go as it is used
@@ -144,11 +163,8 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
                 _mark_freed([t.value for t in _live_outputs() if id(t.value) in dropped])
     seed = None if gradient is None else (gradient.value if isinstance(gradient, Wrapped) else gradient)
     sources = [leaf.value for leaf in leaves]
-    if tape is not None and tape.recording:
-        with tape.stop_recording():  # the ambient tape must not record the backward pass itself
-            grads = gradient_of_records(records, root.value, sources, seed)
-    else:  # closed, or paused by no_grad()
-        grads = gradient_of_records(records, root.value, sources, seed)
+    # The ambient tape is entered only inside wrapper ops, so it cannot record this.
+    grads = gradient_of_records(records, root.value, sources, seed)
     for leaf, g in zip(leaves, grads):
         if g is not None:
             leaf.accumulate_grad(g)
@@ -206,13 +222,7 @@ def no_grad() -> Iterator[None]:
     """Record nothing inside the block, as ``torch.no_grad()``."""
     previous = _AMBIENT.enabled
     _AMBIENT.enabled = False
-    tape = _AMBIENT.tape
-    stop = tape.stop_recording() if tape is not None else None
     try:
-        if stop is not None:
-            with stop:
-                yield
-        else:
-            yield
+        yield
     finally:
         _AMBIENT.enabled = previous

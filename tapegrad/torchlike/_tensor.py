@@ -20,6 +20,12 @@ from .._tensor import tensor as core_tensor
 from . import _autograd
 
 
+IN_PLACE_LEAF = (
+    "`{symbol}`: a leaf Variable that requires grad is being used in an in-place operation. "
+    "Update parameters inside `with torchlike.no_grad():`, as in PyTorch"
+)
+
+
 class Tensor:
     """``Tensor(data, requires_grad=False)``: the wrapper's tensor.
 
@@ -78,6 +84,18 @@ class Tensor:
     def item(self) -> Any:
         """The single value as a Python number."""
         return self.value.item()
+
+    def __float__(self) -> float:
+        """``float(loss)``: the single value, as in PyTorch."""
+        return float(self.value)
+
+    def __int__(self) -> int:
+        """``int(t)`` of a one-element tensor."""
+        return int(self.value)
+
+    def __bool__(self) -> bool:
+        """The truth of a one-element tensor (``if (a == b).all()`` style code)."""
+        return bool(self.value)
 
     def numpy(self) -> Array:
         """A host NumPy copy of the values."""
@@ -160,6 +178,65 @@ class Tensor:
     def __le__(self, o: Any) -> Tensor:
         return apply_op(_math.less_equal, self, o)
 
+    # As in PyTorch, == and != compare element-wise and give a bool tensor; a tensor
+    # still hashes by identity, so parameters can be kept in sets and dicts.
+    def __eq__(self, o: object) -> Tensor:  # type: ignore[override]
+        return apply_op(_math.equal, self, o)
+
+    def __ne__(self, o: object) -> Tensor:  # type: ignore[override]
+        return apply_op(_math.not_equal, self, o)
+
+    __hash__ = object.__hash__
+
+    # ---- in place, as PyTorch's optimizers and hand-written SGD update parameters ----------
+    def __iadd__(self, o: Any) -> Tensor:
+        return self._in_place("+=", _math.add, o)
+
+    def __isub__(self, o: Any) -> Tensor:
+        return self._in_place("-=", _math.sub, o)
+
+    def __imul__(self, o: Any) -> Tensor:
+        return self._in_place("*=", _math.mul, o)
+
+    def __itruediv__(self, o: Any) -> Tensor:
+        return self._in_place("/=", _math.div, o)
+
+    def _in_place(self, symbol: str, fn: Callable[..., CoreTensor], o: Any) -> Tensor:
+        """``self = fn(self, o)`` keeping this object (its identity, ``grad`` and place in a module).
+
+        Under ``no_grad()`` this is how a parameter is updated by hand; outside
+        it, a leaf that requires grad is refused as PyTorch refuses it, since
+        the graphs that read the old values would no longer match them.
+        """
+        if self.requires_grad and self.is_leaf and _autograd.grad_enabled():
+            raise RuntimeError(IN_PLACE_LEAF.format(symbol=symbol))
+        dtype = self.dtype
+
+        def run(a: CoreTensor, b: Any) -> CoreTensor:
+            result = fn(a, b)
+            if result.dtype != dtype:  # in place keeps the tensor's dtype, as PyTorch's does
+                if not np.can_cast(result.dtype, dtype, "same_kind"):
+                    raise RuntimeError(
+                        f"`{symbol}`: the result has dtype {result.dtype}, which cannot be stored in "
+                        f"place in a tensor of dtype {dtype}; cast the tensor first, as in PyTorch"
+                    )
+                result = result.astype(dtype)
+            return result
+
+        out = apply_op(run, self, o)
+        if out.shape != self.shape:
+            raise RuntimeError(
+                f"`{symbol}`: the result has shape {out.shape} but the tensor updated in place has "
+                f"shape {self.shape}; the right-hand side must broadcast to the tensor's shape"
+            )
+        value = out.value
+        self.value = value
+        if out.requires_grad:  # recorded: this object is now the op's output
+            self.requires_grad = True
+            self.is_leaf = False
+            _autograd.track(self)
+        return self
+
     def __getitem__(self, index: Any) -> Tensor:
         index = index.value if isinstance(index, Tensor) else index
         return apply_op(lambda v: v[index], self)
@@ -186,18 +263,33 @@ class Tensor:
 
 
 def apply_op(fn: Callable[..., CoreTensor], *args: Any) -> Tensor:
-    """Run a core op on unwrapped arguments; the result requires grad if any input does."""
-    needs_grad = False
-    if _autograd.grad_enabled():
-        for a in args:
-            if isinstance(a, Tensor) and a.requires_grad:
-                needs_grad = True
-                if a.is_leaf:
-                    _autograd.watch(a)
-        if needs_grad:
-            _autograd.ensure_recording()
-    out = Tensor(fn(*(a.value if isinstance(a, Tensor) else a for a in args)))
-    if needs_grad and out.value.dtype.kind == "f":
+    """Run a core op on unwrapped arguments; the result requires grad if any input does.
+
+    Only then is the op recorded, on the thread's ambient tape, entered for
+    this op alone: functional code that runs between wrapper ops is never recorded.
+    """
+    values = [a.value if isinstance(a, Tensor) else a for a in args]
+    if not _autograd.grad_enabled():
+        return Tensor(fn(*values))
+    tape = None
+    for a in args:
+        if isinstance(a, Tensor) and a.requires_grad:
+            if tape is None:
+                tape = _autograd.recording_tape()
+            if a.is_leaf:
+                _autograd.watch(a)
+    if tape is None:
+        return Tensor(fn(*values))
+    if tape.recording:  # an op run inside another wrapper op's function
+        result = fn(*values)
+    else:
+        tape.__enter__()
+        try:
+            result = fn(*values)
+        finally:
+            tape.__exit__(None, None, None)
+    out = Tensor(result)
+    if out.value.dtype.kind == "f":
         out.requires_grad = True
         out.is_leaf = False
         _autograd.track(out)

@@ -1,0 +1,337 @@
+"""The wrapper where it used to go silently wrong (issue 11, section 3), checked against PyTorch.
+
+- hand-written updates (``p -= lr * p.grad`` under ``no_grad()``) update in place;
+- a forward pass never backpropagated cannot keep the tape recording, nor let it grow;
+- ``backward()`` walks only the graph that reaches its tensor;
+- comparisons are element-wise and ``float(loss)`` works;
+- ``torchlike.replay`` retraces when the module or optimizer state it read changes.
+"""
+
+from __future__ import annotations
+
+import re
+import tracemalloc
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import torch
+
+import tapegrad as tg
+import tapegrad.torchlike as tl
+from tapegrad.torchlike import _autograd
+
+TORCH_IN_PLACE_LEAF = "a leaf Variable that requires grad is being used in an in-place operation."
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ambient_tape() -> Iterator[None]:
+    """Every test starts and ends with no ambient tape, whatever the previous one left."""
+    _autograd.release()
+    yield
+    _autograd.release()
+
+
+class TorchMLP(torch.nn.Module):
+    """PyTorch's twin of `pair`'s wrapper MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1 = torch.nn.Linear(3, 8, dtype=torch.float64)
+        self.l2 = torch.nn.Linear(8, 2, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.l2(torch.relu(self.l1(x)))
+        return out
+
+
+def layers(ours: tl.Sequential) -> tuple[tl.Linear, tl.Linear]:
+    first, last = ours.layers[0], ours.layers[2]
+    assert isinstance(first, tl.Linear) and isinstance(last, tl.Linear)
+    return first, last
+
+
+def pair(seed: int = 0) -> tuple[tl.Sequential, TorchMLP]:
+    """The same 3-8-2 MLP in the wrapper and in PyTorch (float64, equal weights)."""
+    rng = np.random.default_rng(seed)
+    ours = tl.Sequential(tl.Linear(3, 8), tl.ReLU(), tl.Linear(8, 2))
+    theirs = TorchMLP()
+    for layer, tlayer in zip(layers(ours), [theirs.l1, theirs.l2]):
+        assert layer.bias is not None
+        layer.weight.data = rng.standard_normal(layer.weight.shape)
+        layer.bias.data = rng.standard_normal(layer.bias.shape)
+        with torch.no_grad():
+            tlayer.weight.copy_(torch.from_numpy(layer.weight.data.T))
+            tlayer.bias.copy_(torch.from_numpy(layer.bias.data))
+    return ours, theirs
+
+
+def torch_sgd(theirs: torch.nn.Module, lr: float) -> None:
+    """``p -= lr * p.grad`` under ``no_grad()``, then forget the gradients."""
+    with torch.no_grad():
+        for q in theirs.parameters():
+            assert q.grad is not None
+            q.sub_(lr * q.grad)
+            q.grad = None
+
+
+def torch_loss(theirs: TorchMLP, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
+    loss = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y))
+    torch.autograd.backward(loss)
+    return loss
+
+
+def data(n: int, seed: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((5, 3)), rng.integers(0, 2, 5)) for _ in range(n)]
+
+
+def assert_same_weights(ours: tl.Sequential, theirs: TorchMLP) -> None:
+    for layer, tlayer in zip(layers(ours), [theirs.l1, theirs.l2]):
+        assert layer.bias is not None
+        np.testing.assert_allclose(layer.weight.data, tlayer.weight.detach().numpy().T, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(layer.bias.data, tlayer.bias.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+# ---- hand-written updates --------------------------------------------------------------------
+
+
+def test_manual_sgd_under_no_grad_updates_in_place_as_in_pytorch() -> None:
+    ours, theirs = pair()
+    params = ours.parameters()
+    for x, y in data(5):
+        loss = tl.CrossEntropyLoss()(ours(tl.Tensor(x)), tl.Tensor(y))
+        loss.backward()
+        with tl.no_grad():
+            for p in ours.parameters():
+                assert p.grad is not None
+                p -= 0.1 * p.grad
+                p.grad = None
+        torch_loss(theirs, x, y)
+        torch_sgd(theirs, 0.1)
+    assert_same_weights(ours, theirs)
+    # The same objects, still trainable leaves.
+    assert [id(p) for p in ours.parameters()] == [id(p) for p in params]
+    assert all(p.requires_grad and p.is_leaf for p in params)
+
+
+def test_updating_a_module_attribute_in_place_keeps_the_parameter() -> None:
+    ours, theirs = pair()
+    first = layers(ours)[0]
+    weight = first.weight
+    for x, y in data(3):
+        tl.CrossEntropyLoss()(ours(tl.Tensor(x)), tl.Tensor(y)).backward()
+        torch_loss(theirs, x, y)
+        with tl.no_grad():
+            assert first.weight.grad is not None
+            first.weight -= 0.5 * first.weight.grad
+        with torch.no_grad():
+            assert theirs.l1.weight.grad is not None
+            theirs.l1.weight -= 0.5 * theirs.l1.weight.grad
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            p.grad, q.grad = None, None
+    assert first.weight is weight and weight.requires_grad and len(ours.parameters()) == 4
+    np.testing.assert_allclose(first.weight.data, theirs.l1.weight.detach().numpy().T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("symbol", ["+=", "-=", "*=", "/="])
+def test_an_in_place_update_of_a_leaf_outside_no_grad_is_refused_as_in_pytorch(symbol: str) -> None:
+    w = tl.Tensor([1.0, 2.0], requires_grad=True)
+    tw = torch.tensor([1.0, 2.0], requires_grad=True)
+    update: Callable[[object], object] = {
+        "+=": lambda t: t.__iadd__(1.0), "-=": lambda t: t.__isub__(1.0),
+        "*=": lambda t: t.__imul__(2.0), "/=": lambda t: t.__itruediv__(2.0),
+    }[symbol]
+    with pytest.raises(RuntimeError, match=re.escape(TORCH_IN_PLACE_LEAF)):
+        update(tw)
+    with pytest.raises(RuntimeError) as info:
+        update(w)
+    assert str(info.value) == (
+        f"`{symbol}`: a leaf Variable that requires grad is being used in an in-place operation. "
+        "Update parameters inside `with torchlike.no_grad():`, as in PyTorch"
+    )
+    assert w.data.tolist() == [1.0, 2.0]
+
+
+def test_an_in_place_op_on_a_computed_tensor_is_recorded_as_in_pytorch() -> None:
+    w = tl.Tensor([1.0, 2.0], requires_grad=True)
+    h = w * 3.0
+    h += w * w
+    h *= 2.0
+    h.sum().backward()
+    tw = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    th = tw * 3.0
+    th += tw * tw
+    th *= 2.0
+    torch.autograd.backward(th.sum())
+    assert w.grad is not None and tw.grad is not None
+    assert w.grad.numpy().tolist() == tw.grad.numpy().tolist()
+
+
+def test_an_in_place_update_keeps_the_shape_and_dtype() -> None:
+    w = tl.Tensor(np.zeros(2, dtype=np.float32), requires_grad=True)
+    with tl.no_grad():
+        w += np.ones(2)  # float64 on the right: stored as float32, as PyTorch does
+    assert w.dtype == np.float32 and w.data.tolist() == [1.0, 1.0]
+    with tl.no_grad(), pytest.raises(RuntimeError) as info:
+        w += np.ones((3, 2))
+    assert str(info.value) == (
+        "`+=`: the result has shape (3, 2) but the tensor updated in place has shape (2,); "
+        "the right-hand side must broadcast to the tensor's shape"
+    )
+    counts = tl.Tensor(np.array([1, 2]))
+    with pytest.raises(RuntimeError) as info:
+        counts += 0.5
+    assert str(info.value) == (
+        "`+=`: the result has dtype float64, which cannot be stored in place in a tensor of dtype "
+        "int64; cast the tensor first, as in PyTorch"
+    )
+
+
+# ---- a forward pass never backpropagated ----------------------------------------------------------
+
+
+def test_a_forward_pass_never_backpropagated_does_not_record_functional_code() -> None:
+    model = tl.Sequential(tl.Linear(3, 4), tl.ReLU(), tl.Linear(4, 2))
+    kept = model(tl.Tensor(np.ones((2, 3))))  # a live graph, never backpropagated
+    records = len(_autograd._AMBIENT.tape or [])
+    assert records > 0 and not tg.is_recording()
+    w = tg.tensor([1.0, 2.0])
+    for _ in range(10):
+        w = w * 2.0 + 1.0  # functional code: recorded on no tape
+    assert len(_autograd._AMBIENT.tape or []) == records
+    with tg.Tape() as tape:  # a functional tape of its own works as usual
+        loss = (w * w).sum()
+    assert tape.gradient(loss, w).numpy().tolist() == (2 * w.numpy()).tolist()
+    assert kept.requires_grad
+
+
+def test_forward_passes_never_backpropagated_keep_memory_flat_and_replay_working() -> None:
+    model = tl.Sequential(tl.Linear(20, 64), tl.ReLU(), tl.Linear(64, 10))
+    x = tl.Tensor(np.ones((32, 20)))
+    w = tg.tensor(np.ones(16))
+
+    def steps(n: int) -> None:
+        nonlocal w
+        for _ in range(n):
+            model(x).detach()  # a prediction, never backpropagated
+            tl.CrossEntropyLoss()(model(x), tl.Tensor(np.zeros(32, dtype=np.int64))).item()  # printed only
+            w = w * 0.5 + 1.0  # functional code between the wrapper's steps
+
+    steps(300)  # warm up: caches, the first sweeps
+    tracemalloc.start()
+    try:
+        steps(500)
+        tracemalloc.reset_peak()
+        steps(500)
+        early = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        steps(1500)
+        late = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The tape is swept whenever it doubles, so memory rises and falls, but its peak
+    # stays put (it grew by 25 MB per 1,000 steps when every later op was recorded).
+    assert late - early < 100_000, (early, late)
+    assert len(_autograd._AMBIENT.tape or []) <= 2 * _autograd.SWEEP_AT_LEAST
+    assert not tg.is_recording()
+
+    @tg.replay
+    def double(v: tg.Tensor) -> tg.Tensor:
+        return v * 2.0
+
+    assert double(w).numpy().tolist() == double(w).numpy().tolist() == (2 * w.numpy()).tolist()
+    assert double.replays == 1
+
+
+def test_a_live_graph_survives_the_sweeps_of_dead_ones() -> None:
+    ours, theirs = pair()
+    x, y = data(1)[0]
+    loss = tl.CrossEntropyLoss()(ours(tl.Tensor(x)), tl.Tensor(y))
+    for _ in range(400):  # many dead graphs recorded after it: swept, the loss's graph kept
+        ours(tl.Tensor(x)).detach()
+    loss.backward()
+    torch_loss(theirs, x, y)
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        assert p.grad is not None and q.grad is not None
+        np.testing.assert_allclose(p.grad.data, q.grad.numpy().T, rtol=1e-12, atol=1e-15)
+
+
+# ---- backward() walks only its own graph -------------------------------------------------------------
+
+
+def test_a_new_graph_after_a_dropped_branch_backpropagates_as_in_pytorch() -> None:
+    x = tl.Tensor([1.0, 2.0], requires_grad=True)
+    h = x * 2.0
+    a = h * 3.0
+    (h * 4.0).sum().backward()
+    del a, h  # dropped without zero_grad()
+    y = tl.Tensor(2.0, requires_grad=True)
+    (y * 3.0).backward()
+    assert y.grad is not None and y.grad.item() == 3.0
+    assert x.grad is not None and x.grad.numpy().tolist() == [8.0, 8.0]
+
+
+def test_micrograd_style_training_without_zero_grad_matches_pytorch() -> None:
+    """Gradients reset by hand, never through zero_grad(); a side branch computed and dropped."""
+    ours, theirs = pair()
+    for x, y in data(6):
+        first, last = layers(ours)
+        hidden = first(tl.Tensor(x))
+        side = hidden * 2.0  # a branch of this graph that is never backpropagated
+        loss = tl.CrossEntropyLoss()(last(tl.ReLU()(hidden)), tl.Tensor(y))
+        loss.backward()
+        del side
+        with tl.no_grad():
+            for p in ours.parameters():
+                assert p.grad is not None
+                p -= 0.05 * p.grad
+                p.grad = None
+        tloss = torch_loss(theirs, x, y)
+        torch_sgd(theirs, 0.05)
+        assert float(loss) == pytest.approx(tloss.item(), rel=1e-12)
+    assert_same_weights(ours, theirs)
+
+
+# ---- comparisons and conversions ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+def test_comparisons_are_element_wise_as_in_pytorch(op: str) -> None:
+    compare: Callable[[object, object], object] = {
+        "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+        "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+    }[op]
+    a, b = [1.0, 2.0, 3.0], [1.0, 5.0, 0.0]
+    ours = compare(tl.Tensor(a, requires_grad=True), tl.Tensor(b))
+    theirs = compare(torch.tensor(a, requires_grad=True), torch.tensor(b))
+    assert isinstance(ours, tl.Tensor) and isinstance(theirs, torch.Tensor)
+    assert ours.dtype == np.bool_ and not ours.requires_grad
+    assert ours.numpy().tolist() == theirs.tolist()
+    ours, theirs = compare(tl.Tensor(a), 2.0), compare(torch.tensor(a), 2.0)
+    assert isinstance(ours, tl.Tensor) and isinstance(theirs, torch.Tensor)
+    assert ours.numpy().tolist() == theirs.tolist()
+
+
+def test_equal_tensors_compare_equal_and_still_hash_by_identity() -> None:
+    a, b = tl.Tensor([1.0, 2.0]), tl.Tensor([1.0, 2.0])
+    assert bool((a == b).numpy().all())
+    assert len({a, b}) == 2 and {a: 1}[a] == 1  # as torch.Tensor: by identity
+    model = tl.Sequential(tl.Linear(2, 2), tl.Linear(2, 2))
+    params = model.parameters()
+    assert len(set(params)) == 4 and params[0] in params  # `in` checks identity first, as for torch
+    assert bool(tl.Tensor(2.0) == tl.Tensor(2.0))
+
+
+def test_float_and_int_of_a_one_element_tensor() -> None:
+    w = tl.Tensor([1.5, 2.0], requires_grad=True)
+    loss = (w * w).sum()
+    assert float(loss) == 6.25 == float(torch.tensor([1.5, 2.0]).pow(2).sum())
+    assert int(tl.Tensor([3.0])) == 3 == int(torch.tensor([3.0]))
+    with pytest.raises(ValueError) as info:
+        float(w)
+    assert str(info.value) == (
+        "item(): only a tensor with one element can be converted to a Python number, this one "
+        "has shape (2,); index or reduce it first"
+    )
