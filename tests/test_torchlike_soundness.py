@@ -335,3 +335,193 @@ def test_float_and_int_of_a_one_element_tensor() -> None:
         "item(): only a tensor with one element can be converted to a Python number, this one "
         "has shape (2,); index or reduce it first"
     )
+
+
+# ---- torchlike.replay guards on the state the step reads ---------------------------------------------
+
+
+class Gated(tl.Module):
+    """A layer whose forward pass reads its mode and a plain attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = tl.Sequential(tl.Linear(3, 8), tl.ReLU(), tl.Linear(8, 2))
+        self.scale = 1.0
+
+    def forward(self, x: tl.Tensor) -> tl.Tensor:
+        out: tl.Tensor = self.body(x) * self.scale
+        return out * 0.5 if self.training else out
+
+
+Step = Callable[[tl.Tensor, tl.Tensor], tl.Tensor]
+
+
+def twins(lr: float = 0.1) -> list[tuple[Gated, tl.SGD, tl.CrossEntropyLoss, Step]]:
+    """The same model, optimizer and step twice: the first to run eagerly, the second replayed."""
+    made: list[tuple[Gated, tl.SGD, tl.CrossEntropyLoss, Step]] = []
+    for _ in range(2):
+        np.random.seed(0)
+        model = Gated()
+        opt = tl.SGD(model.parameters(), lr=lr)
+        criterion = tl.CrossEntropyLoss()
+
+        def step(x: tl.Tensor, y: tl.Tensor, model: Gated = model, opt: tl.SGD = opt,
+                 criterion: tl.CrossEntropyLoss = criterion) -> tl.Tensor:
+            opt.zero_grad()
+            loss: tl.Tensor = criterion(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        made.append((model, opt, criterion, step))
+    return made
+
+
+def run_both(changes: Callable[[Gated, tl.SGD, tl.CrossEntropyLoss], object]) -> tuple[Gated, Gated, int]:
+    """Three steps, ``changes`` applied to both twins, three more; eager and replayed must agree."""
+    (eager_model, eager_opt, eager_crit, eager), (model, opt, crit, step) = twins()
+    replayed = tl.replay(step, model, opt)
+    for i, (x, y) in enumerate(data(6)):
+        if i == 3:
+            changes(eager_model, eager_opt, eager_crit)
+            changes(model, opt, crit)
+        assert eager(tl.Tensor(x), tl.Tensor(y)).item() == replayed(tl.Tensor(x), tl.Tensor(y)).item()
+    for p, q in zip(eager_model.parameters(), model.parameters(), strict=True):
+        assert np.array_equal(p.data, q.data)
+    return eager_model, model, replayed.replayed.traces  # type: ignore[attr-defined]
+
+
+def test_replay_retraces_after_eval() -> None:
+    run_both(lambda model, opt, crit: model.eval())
+
+
+def test_replay_retraces_after_a_plain_attribute_changes() -> None:
+    def change(model: Gated, opt: tl.SGD, crit: tl.CrossEntropyLoss) -> None:
+        model.scale = 3.0
+
+    run_both(change)
+
+
+def test_replay_retraces_after_a_layer_is_frozen() -> None:
+    frozen: list[np.ndarray] = []
+
+    def freeze(model: Gated, opt: tl.SGD, crit: tl.CrossEntropyLoss) -> None:
+        first = model.body.layers[0]
+        assert isinstance(first, tl.Linear)
+        first.weight.requires_grad = False
+        frozen.append(first.weight.data.copy())
+
+    eager_model, model, _ = run_both(freeze)
+    for m, before in zip([eager_model, model], frozen):
+        first = m.body.layers[0]
+        assert isinstance(first, tl.Linear)
+        assert np.array_equal(first.weight.data, before)  # a frozen layer stays put
+
+
+def test_replay_retraces_after_the_learning_rate_changes() -> None:
+    def change(model: Gated, opt: tl.SGD, crit: tl.CrossEntropyLoss) -> None:
+        for group in opt.param_groups:
+            group["lr"] = 0.5
+
+    run_both(change)
+
+
+def test_replay_retraces_when_an_object_the_step_names_changes() -> None:
+    def change(model: Gated, opt: tl.SGD, crit: tl.CrossEntropyLoss) -> None:
+        crit.reduction = "sum"  # the criterion is not passed to replay(): found in the closure
+
+    run_both(change)
+
+
+def test_a_mode_the_step_sets_itself_is_set_again_by_each_replay() -> None:
+    (eager_model, eager_opt, _, _), (model, opt, _, _) = twins()
+
+    def make(m: Gated, o: tl.SGD) -> Step:
+        def step(x: tl.Tensor, y: tl.Tensor) -> tl.Tensor:
+            m.train()
+            o.zero_grad()
+            loss: tl.Tensor = tl.CrossEntropyLoss()(m(x), y)
+            loss.backward()
+            o.step()
+            return loss
+        return step
+
+    eager, replayed = make(eager_model, eager_opt), tl.replay(make(model, opt), model, opt)
+    for x, y in data(8):
+        for m in (eager_model, model):
+            m.eval()  # as a validation pass between steps does
+        assert eager(tl.Tensor(x), tl.Tensor(y)).item() == replayed(tl.Tensor(x), tl.Tensor(y)).item()
+        assert model.training and all(child.training for child in model.body.layers)
+    assert replayed.replayed.replays >= 5  # type: ignore[attr-defined]
+
+
+def test_learning_rate_changes_match_pytorch() -> None:
+    ours, theirs = pair()
+    opt = tl.SGD(ours.parameters(), lr=0.1)
+    topt = torch.optim.SGD(theirs.parameters(), lr=0.1)
+    for i, (x, y) in enumerate(data(6)):
+        if i == 3:
+            for group in opt.param_groups:
+                group["lr"] = 0.02
+            for tgroup in topt.param_groups:
+                tgroup["lr"] = 0.02
+        opt.zero_grad()
+        topt.zero_grad()
+        tl.CrossEntropyLoss()(ours(tl.Tensor(x)), tl.Tensor(y)).backward()
+        torch_loss(theirs, x, y)
+        opt.step()
+        topt.step()
+    assert_same_weights(ours, theirs)
+
+
+def test_a_learning_rate_changed_every_call_warns_naming_it() -> None:
+    _, (model, opt, crit, step) = twins()
+    replayed = tl.replay(step, model, opt)
+    x, y = data(1)[0]
+    with pytest.warns(tg.ReplayRetraceWarning) as caught:
+        for i in range(10):
+            opt.param_groups[0]["lr"] = 0.1 / (i + 1)
+            replayed(tl.Tensor(x), tl.Tensor(y))
+    assert [str(w.message) for w in caught] == [
+        "torchlike.replay: `step` has been traced 8 times; the last trace was caused by "
+        "opt.param_groups[0]['lr'] changing. The state a step reads from its modules and optimizers "
+        "(modes, requires_grad, plain attributes, param_groups) is part of the signature, as in "
+        "torch.compile's guards, so a value that changes every call retraces every call: change it "
+        "less often (once per epoch), or pass it as a tensor argument."
+    ]
+
+
+def test_changing_momentum_after_construction_is_refused() -> None:
+    w = tl.Tensor([1.0], requires_grad=True)
+    opt = tl.SGD([w], lr=0.1)
+    opt.param_groups[0]["momentum"] = 0.9
+    (w * w).sum().backward()
+    with pytest.raises(ValueError) as info:
+        opt.step()
+    assert str(info.value) == (
+        "SGD.step(): changing momentum in param_groups changes the optimizer's state (e.g. momentum "
+        "from zero); set it when constructing the optimizer"
+    )
+
+
+def test_a_step_that_adds_state_to_its_module_is_refused() -> None:
+    _, (model, opt, crit, _) = twins()
+
+    def step(x: tl.Tensor, y: tl.Tensor) -> tl.Tensor:
+        opt.zero_grad()
+        model.calls = getattr(model, "calls", 0) + 1  # a new attribute, set while traced
+        loss: tl.Tensor = crit(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    replayed = tl.replay(step, model, opt)
+    x, y = data(1)[0]
+    with pytest.raises(tg.ReplayError) as info:
+        replayed(tl.Tensor(x), tl.Tensor(y))
+    assert str(info.value) == (
+        "torchlike.replay: the step added or removed attributes, parameters or modules of the "
+        "objects it uses, which a replay cannot repeat; build the model and the optimizer before "
+        "calling the step"
+    )
+    assert replayed.replayed.cache_size == 0  # type: ignore[attr-defined]

@@ -11,11 +11,18 @@ parameters. The step itself stays the classic loop body, unchanged.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import types
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any, ParamSpec, TypeVar
 
+import numpy as np
+
 from .. import _tree
+from .._replay import RETRACE_WARNING_AFTER, ReplayRetraceWarning
 from .._replay import replay as core_replay
+from .._replay_signature import static_key
 from .._tensor import Tensor as CoreTensor
 from .._traced import ReplayError
 from . import _autograd
@@ -26,45 +33,175 @@ from ._tensor import Tensor
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: A step's signature keeps its state's description for this many signatures (as the replay's cache).
+MAX_SIGNATURES = 32
+_CONSTANTS = (bool, int, float, complex, str, bytes, type(None), np.generic)
+
+
+class _Scan:
+    """What a step reads from the objects it can reach, read again before every call.
+
+    As ``torch.compile``'s guards: the objects passed to `replay`, and the
+    modules, optimizers and values the step names in its closure and globals
+    (``self`` for a method), are walked. Every tensor a module or optimizer
+    holds becomes state (read and written back); everything else they hold
+    (``training``, ``requires_grad``, plain attributes, ``param_groups``'
+    hyperparameters) and the plain values the step names become the entries of
+    ``key``: a change there makes a new signature, so the step is traced again.
+    Each entry is ``(path, value's key)``; ``setters`` says, per entry, how to
+    set it back (for changes the step itself makes, which a replay repeats).
+    """
+
+    def __init__(self) -> None:
+        self.tensors: list[Tensor] = []
+        self.optimizers: list[Optimizer] = []
+        self.entries: list[tuple[str, Hashable]] = []
+        self.setters: list[tuple[Any, Any, Any] | None] = []
+        self._seen: dict[int, int] = {}
+
+    def add(self, path: str, key: Hashable, setter: tuple[Any, Any, Any] | None = None) -> None:
+        self.entries.append((path, key))
+        self.setters.append(setter)
+
+    def walk(self, path: str, value: Any, held: bool, setter: tuple[Any, Any, Any] | None = None) -> None:
+        """Describe ``value``; ``held`` when a module or optimizer holds it (its tensors are state)."""
+        if isinstance(value, _CONSTANTS):
+            self.add(path, static_key(value), setter)
+            return
+        if isinstance(value, np.ndarray | CoreTensor):  # frozen into the trace: by identity
+            self.add(path, ("array", id(value)))
+            return
+        seen = self._seen.get(id(value))
+        if seen is not None:  # the same object again (tied weights, a shared module)
+            self.add(path, ("same", seen))
+            return
+        if isinstance(value, Tensor | Module | Optimizer | list | tuple | dict):
+            self._seen[id(value)] = len(self.entries)
+        if isinstance(value, Tensor):
+            if held:
+                self.add(path, ("state", len(self.tensors)))
+                self.tensors.append(value)
+            else:  # frozen into the trace: by the identity of its value
+                self.add(path, ("tensor", id(value.value)))
+            self.add(path + ".requires_grad", value.requires_grad, (value, "requires_grad", None))
+        elif isinstance(value, Module | Optimizer):
+            self.add(path, ("object", type(value)))
+            if isinstance(value, Optimizer):
+                self.optimizers.append(value)
+            for name, attribute in vars(value).items():
+                if name != "state":  # an optimizer's state is data
+                    self.walk(f"{path}.{name}", attribute, True, (value, name, "attribute"))
+        elif isinstance(value, list | tuple):
+            self.add(path, (type(value), len(value)))
+            for i, item in enumerate(value):
+                self.walk(f"{path}[{i}]", item, held, (value, i, "item") if type(value) is list else None)
+        elif isinstance(value, dict):
+            self.add(path, (type(value), tuple(value)))
+            for k, item in value.items():
+                self.walk(f"{path}[{k!r}]", item, held, (value, k, "item"))
+        else:
+            try:
+                self.add(path, static_key(value), setter)
+            except ReplayError:  # not hashable: by identity
+                self.add(path, ("object", type(value), id(value)), setter)
+
+    def write(self, changes: list[tuple[tuple[Any, Any, Any], Any]]) -> None:
+        """Set again what the step changed when it was traced (a replay does not run it)."""
+        for (owner, name, kind), value in changes:
+            if kind == "item":
+                owner[name] = value
+            else:
+                setattr(owner, name, value)
+
+
+def _named_by(step: Callable[..., Any]) -> list[tuple[str, Callable[[], Any]]]:
+    """The step's defaults, closure variables, the globals its code names, and ``self``, as readers."""
+    readers: list[tuple[str, Callable[[], Any]]] = []
+    owner = getattr(step, "__self__", None)
+    if owner is not None:
+        readers.append(("self", _constant(owner)))
+    function = getattr(step, "__func__", step)
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return readers
+    defaults = getattr(function, "__defaults__", None) or ()
+    positional = code.co_varnames[code.co_argcount - len(defaults):code.co_argcount]
+    for name, value in [*zip(positional, defaults), *(getattr(function, "__kwdefaults__", None) or {}).items()]:
+        readers.append((name, _constant(value)))  # a default the call does not pass
+    for name, cell in zip(code.co_freevars, getattr(function, "__closure__", None) or ()):
+        readers.append((name, functools.partial(_contents, cell)))
+    names: set[str] = set()
+    codes = [code]
+    while codes:  # names used by nested functions and comprehensions count too
+        c = codes.pop()
+        names.update(c.co_names)
+        codes.extend(k for k in c.co_consts if isinstance(k, type(code)))
+    namespace = getattr(function, "__globals__", {})
+    for name in sorted(names):
+        if name in namespace and not isinstance(namespace[name], type | types.ModuleType | types.FunctionType):
+            readers.append((name, functools.partial(namespace.get, name)))
+    return readers
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _contents(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # not yet assigned
+        return None
+
+
 State = tuple[tuple[CoreTensor, ...], tuple[CoreTensor | None, ...], tuple[Any, ...]]
 
 
-class _Holders:
-    """The tensors and optimizers whose state a replayed step reads and writes."""
+def _read(scan: _Scan) -> State:
+    return (
+        tuple(t.value for t in scan.tensors),
+        tuple(None if t.grad is None else t.grad.value for t in scan.tensors),
+        tuple(opt.state for opt in scan.optimizers),
+    )
 
-    def __init__(self, objects: Sequence[Module | Optimizer]) -> None:
-        tensors: dict[int, Tensor] = {}
-        optimizers: list[Optimizer] = []
-        for obj in objects:
-            if isinstance(obj, Module):
-                found = obj.parameters() + [b for b in obj._buffers.values() if b is not None]
-            elif isinstance(obj, Optimizer):
-                found = obj.params
-                optimizers.append(obj)
-            else:
-                raise TypeError(
-                    "torchlike.replay: the stateful objects must be Modules or Optimizers, got "
-                    f"{type(obj).__name__}"
-                )
-            for t in found:
-                tensors.setdefault(id(t), t)
-        self.tensors = list(tensors.values())
-        self.optimizers = optimizers
 
-    def read(self) -> State:
-        return (
-            tuple(t.value for t in self.tensors),
-            tuple(None if t.grad is None else t.grad.value for t in self.tensors),
-            tuple(opt.state for opt in self.optimizers),
-        )
+def _write(scan: _Scan, state: State) -> None:
+    values, grads, opt_states = state
+    for t, value, grad in zip(scan.tensors, values, grads):
+        t.value = value
+        t.grad = None if grad is None else Tensor(grad)
+    for opt, opt_state in zip(scan.optimizers, opt_states):
+        opt.state = opt_state
 
-    def write(self, state: State) -> None:
-        values, grads, opt_states = state
-        for t, value, grad in zip(self.tensors, values, grads):
-            t.value = value
-            t.grad = None if grad is None else Tensor(grad)
-        for opt, opt_state in zip(self.optimizers, opt_states):
-            opt.state = opt_state
+
+class StepState:
+    """The description of what a step reads, as one static argument of the replay.
+
+    Equal descriptions replay the same recording; its ``repr`` names what
+    changed since the previous one, for `tapegrad.ReplayRetraceWarning`.
+    """
+
+    __slots__ = ("key", "changed")
+
+    def __init__(self, key: tuple[tuple[str, Hashable], ...], previous: StepState | None) -> None:
+        self.key = key
+        self.changed = "" if previous is None else _first_change(previous.key, key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StepState) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return self.changed or "the state read by the step"
+
+
+def _first_change(before: tuple[tuple[str, Hashable], ...], after: tuple[tuple[str, Hashable], ...]) -> str:
+    for (path, a), (_, b) in zip(before, after):
+        if a != b:
+            return path
+    return "the objects reached"
 
 
 def _unwrap(tree: Any, what: str) -> Any:
@@ -113,15 +250,35 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
     >>> losses[2] < losses[0]
     True
     """
-    holders = _Holders(stateful)
+    for obj in stateful:
+        if not isinstance(obj, Module | Optimizer):
+            raise TypeError(
+                "torchlike.replay: the stateful objects must be Modules or Optimizers, got "
+                f"{type(obj).__name__}"
+            )
+    # Names the step uses come first: a change is reported by the name the user knows.
+    readers = _named_by(step)
+    readers += [(f"stateful[{i}]", _constant(obj)) for i, obj in enumerate(stateful)]
+    current: list[_Scan] = []
+    # What each signature's trace changed in the objects' plain state (e.g. model.train()
+    # inside the step), set again after each replay of it, least recently used dropped.
+    changes_of: OrderedDict[StepState, list[tuple[tuple[Any, Any, Any], Any]]] = OrderedDict()
+    last: list[StepState] = []
 
-    def pure(state: State, args: Any, kwargs: Any) -> tuple[State, Any]:
-        holders.write(state)
+    def scan() -> _Scan:
+        found = _Scan()
+        for name, read in readers:
+            found.walk(name, read(), False)
+        return found
+
+    def pure(state: State, args: Any, kwargs: Any, signature: StepState) -> tuple[State, Any]:
+        _write(current[0], state)
         out = step(*_wrap(args), **_wrap(kwargs))
-        return holders.read(), _unwrap(out, "result")
+        return _read(current[0]), _unwrap(out, "result")
 
     # The objects' old state is replaced after every call, so it is donated: a
     # replay updates parameters and moments in place, as PyTorch's optimizers do.
+    pure.__name__ = pure.__qualname__ = getattr(step, "__name__", "step")
     replayed = core_replay(pure, donate_argnums=0)
     # The trace leaves traced values in the objects until `call` writes the new
     # state back; only then can it tell a value that escaped by a side effect.
@@ -129,18 +286,86 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
 
     @functools.wraps(step)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        # A graph left open by an earlier forward pass would make the call
-        # look like it runs under a recording tape; as zero_grad() would, drop it.
+        # A graph left open by an earlier forward pass cannot be used inside the
+        # step; as zero_grad() would, drop it.
         _autograd.release()
-        before = holders.read()
+        found = scan()
+        signature = StepState(tuple(found.entries), last[0] if last else None)
+        if last and last[0] == signature:
+            signature = last[0]
+        current[:] = [found]
+        before = _read(found)
+        traces = replayed.traces
+        arguments = (before, _unwrap(args, "argument"), _unwrap(kwargs, "argument"), signature)
         try:
-            new_state, out = replayed(before, _unwrap(args, "argument"), _unwrap(kwargs, "argument"))
+            if traces == RETRACE_WARNING_AFTER - 1 and last and signature is not last[0]:
+                new_state, out = _retrace_warning_named(replayed, arguments, signature.changed)
+            else:
+                new_state, out = replayed(*arguments)
         except BaseException:
-            holders.write(before)  # a failed trace must not leave traced values behind
+            _write(found, before)  # a failed trace must not leave traced values behind
             raise
-        holders.write(new_state)
+        finally:
+            _autograd.release()  # what the trace recorded and left is of no use
+            current.clear()
+        _write(found, new_state)
         replayed.check_escapes()
+        if replayed.traces != traces:
+            try:
+                changes_of[signature] = _changes(found, scan())
+            except ReplayError:
+                replayed.clear()  # never replay what was refused
+                raise
+            if len(changes_of) > MAX_SIGNATURES:
+                changes_of.popitem(last=False)
+        elif signature in changes_of:
+            changes_of.move_to_end(signature)
+            found.write(changes_of[signature])
+        last[:] = [signature]
         return _wrap(out)  # type: ignore[no-any-return]
 
     call.replayed = replayed  # type: ignore[attr-defined]
     return call
+
+
+def _retrace_warning_named(replayed: Any, arguments: Any, changed: str) -> Any:
+    """Call ``replayed``; if it warns that it keeps retracing, say which state read by the step changed."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = replayed(*arguments)
+    for w in caught:
+        if issubclass(w.category, ReplayRetraceWarning):
+            warnings.warn(
+                f"torchlike.replay: `{replayed.__name__}` has been traced {replayed.traces} times; the "
+                f"last trace was caused by {changed} changing. The state a step reads from its modules "
+                "and optimizers (modes, requires_grad, plain attributes, param_groups) is part of the "
+                "signature, as in torch.compile's guards, so a value that changes every call retraces "
+                "every call: change it less often (once per epoch), or pass it as a tensor argument.",
+                ReplayRetraceWarning,
+                stacklevel=3,
+            )
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return result
+
+
+def _changes(before: _Scan, after: _Scan) -> list[tuple[tuple[Any, Any, Any], Any]]:
+    """The plain values the step changed while traced, with how to set each again."""
+    if [path for path, _ in before.entries] != [path for path, _ in after.entries]:
+        raise ReplayError(
+            "torchlike.replay: the step added or removed attributes, parameters or modules of the "
+            "objects it uses, which a replay cannot repeat; build the model and the optimizer "
+            "before calling the step"
+        )
+    found = []
+    for (path, a), (_, b), setter in zip(before.entries, after.entries, after.setters):
+        if a == b:
+            continue
+        if setter is None or not isinstance(b, tuple) or b[:1] in (("state",), ("same",)):
+            raise ReplayError(
+                f"torchlike.replay: the step replaced {path}, which a replay cannot repeat; "
+                "change it outside the step"
+            )
+        owner, name, kind = setter
+        found.append((setter, owner[name] if kind == "item" else getattr(owner, name)))
+    return found
