@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import _tree
 from .._backend import array_module
+from .._math import sqrt, where
 from .._tensor import Tensor, wrap
 from .._flat import flat_of, split_like, zeros_like_flat
 from ._schedule import as_schedule
@@ -22,6 +23,7 @@ from ._transform import (
     fraction,
     leaves_matching,
     positive,
+    recording,
 )
 
 
@@ -146,6 +148,38 @@ def _adam_arrays(
     return m2, v2, direction
 
 
+def _sqrt_or_zero(x: Tensor) -> Tensor:
+    """``sqrt(x)`` for ``x >= 0``, with derivative 0 rather than inf where ``x == 0``.
+
+    Adam's second moment is exactly 0 where every gradient so far was 0 (a
+    dead unit, an unused embedding row); there the first moment is 0 too, and
+    the plain rule would give ``0 * inf = nan`` for the whole meta-gradient.
+    ``sqrt(v)`` there is ``|g| * c``, whose symmetric derivative is 0. The
+    inner `where` keeps the unused branch harmless (see `tapegrad.where`).
+    """
+    positive_ = x > 0
+    return where(positive_, sqrt(where(positive_, x, 1.0)), 0.0)
+
+
+def _adam_recorded(
+    grads: list[Tensor], ms: list[Tensor], vs: list[Tensor], b1: float, b2: float, eps: float,
+    m_scale: Callable[[np.dtype[Any]], Any], v_scale: Callable[[np.dtype[Any]], Any],
+) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """`_adam_arrays` in tapegrad ops, leaf by leaf, for a recording tape.
+
+    The same operations in the same order (a sum's operands swapped, which
+    is exact), so the values are the raw path's.
+    """
+    out, new_m, new_v = [], [], []
+    for g, m, v in zip(grads, ms, vs):
+        m2 = m + (g - m) * (1.0 - b1)
+        v2 = v + (g * g - v) * (1.0 - b2)
+        out.append(m2 / (_sqrt_or_zero(v2 * v_scale(g.dtype)) + eps) * m_scale(g.dtype))
+        new_m.append(m2)
+        new_v.append(v2)
+    return out, new_m, new_v
+
+
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transform[AdamState]:
     """Turn gradients into Adam's direction ``m_hat / (sqrt(v_hat) + eps)``.
 
@@ -169,6 +203,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Tran
         vs = leaves_matching("adam", "second moments (state.v)", state.v, treedef, grads)
         step = _next_count(_count_data("adam", "state.step", state.step))
         m_scale, v_scale = _bias_corrections(step.data, b1, b2)
+        if recording():  # differentiable, leaf by leaf
+            out, new_m, new_v = _adam_recorded(grads, ms, vs, b1, b2, eps, m_scale, v_scale)
+            return out, AdamState(step, treedef.unflatten(new_m), treedef.unflatten(new_v))
         flat_g = flat_of(grads)
         if flat_g is not None and flat_g.dtype == ms[0].dtype == vs[0].dtype:
             dtype = flat_g.dtype
@@ -199,12 +236,15 @@ class ScaleState:
     count: Tensor
 
 
-def _rate(schedule: Schedule, count: Any) -> Any:
-    """The schedule's rate at ``count``, as it returned it (never converted with ``float()``)."""
+def _rate(schedule: Schedule, count: Any, keep_tensor: bool = False) -> Any:
+    """The schedule's rate at ``count``, as it returned it (never converted with ``float()``).
+
+    A Tensor rate gives its array, unless ``keep_tensor`` (for a recording tape).
+    """
     rate = schedule(count)
     # A schedule written with tapegrad's own ops returns a Tensor; NumPy wants its array.
     if isinstance(rate, Tensor):
-        return rate.data
+        return rate if keep_tensor else rate.data
     if type(rate) not in (int, float) and not hasattr(rate, "astype"):
         raise TypeError(
             "`scale_by_learning_rate`: a schedule must return a Python number, a NumPy scalar, "
@@ -213,11 +253,24 @@ def _rate(schedule: Schedule, count: Any) -> Any:
     return rate
 
 
-def scale_by_learning_rate(lr: float | Schedule) -> Transform[ScaleState]:
-    """Multiply updates by ``-lr`` (a number or a schedule of the step count).
+def _negated_rate(rate: Any, dtype: np.dtype[Any]) -> Any:
+    """``-rate`` as a factor for updates of ``dtype``, for the recorded path.
+
+    A Tensor rate (a learning rate being meta-learned) is cast with the
+    differentiable `astype`; anything else is a constant, rounded as the raw
+    path rounds it.
+    """
+    if isinstance(rate, Tensor):
+        return -rate.astype(dtype)
+    return _in_dtype(rate, dtype, negate=True)
+
+
+def scale_by_learning_rate(lr: float | Schedule | Tensor) -> Transform[ScaleState]:
+    """Multiply updates by ``-lr`` (a number, a 0-d Tensor or a schedule of the step count).
 
     A schedule is called with the count as a 0-d integer array; it may return
-    a Python float, a NumPy scalar or a 0-d array.
+    a Python float, a NumPy scalar, a 0-d array or a 0-d Tensor. Under a
+    recording tape, gradients flow into a Tensor rate.
     """
     schedule = as_schedule("scale_by_learning_rate", lr)
 
@@ -228,6 +281,10 @@ def scale_by_learning_rate(lr: float | Schedule) -> Transform[ScaleState]:
         leaves: list[Tensor], state: ScaleState, params: Params, treedef: _tree.TreeDef
     ) -> tuple[list[Tensor], ScaleState]:
         count = _count_data("scale_by_learning_rate", "state.count", state.count)
+        if recording():  # differentiable, also in a Tensor rate (cast to each update's dtype)
+            rate = _rate(schedule, count, keep_tensor=True)
+            scaled = [u * _negated_rate(rate, u.dtype) for u in leaves]
+            return scaled, ScaleState(_next_count(count))
         factor = _in_each_dtype(_rate(schedule, count), negate=True)
         flat = flat_of(leaves)
         if flat is not None:
@@ -258,6 +315,10 @@ def trace(momentum: float, nesterov: bool = False) -> Transform[TraceState]:
     ) -> tuple[list[Tensor], TraceState]:
         check_tensors("sgd", "gradients", grads)
         prev = leaves_matching("sgd", "momentum buffers", state.trace, treedef, grads)
+        if recording():  # differentiable, with the same operations as below
+            new = [momentum * t + g for g, t in zip(grads, prev)]
+            out = [g + momentum * t for g, t in zip(grads, new)] if nesterov else new
+            return out, TraceState(treedef.unflatten(new))
         # wrap(): arithmetic on 0-d arrays gives NumPy scalars, and a Tensor holds an array.
         new = [wrap(momentum * t.data + g.data) for g, t in zip(grads, prev)]
         if nesterov:
@@ -269,12 +330,12 @@ def trace(momentum: float, nesterov: bool = False) -> Transform[TraceState]:
     return Transform(init, update_leaves)
 
 
-def adam_transform(lr: float | Schedule, b1: float, b2: float, eps: float) -> Transform[Any]:
+def adam_transform(lr: float | Schedule | Tensor, b1: float, b2: float, eps: float) -> Transform[Any]:
     """Adam as a chain: Adam's direction, then the (negative) learning rate."""
     return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(lr))
 
 
-def sgd_transform(lr: float | Schedule, momentum: float, nesterov: bool) -> Transform[Any]:
+def sgd_transform(lr: float | Schedule | Tensor, momentum: float, nesterov: bool) -> Transform[Any]:
     """SGD, with optional (Nesterov) momentum, as a chain."""
     if momentum:
         return chain(trace(momentum, nesterov), scale_by_learning_rate(lr))

@@ -8,6 +8,7 @@ import attrs
 
 from ._adam import adam_transform, sgd_transform
 from .. import _tree
+from .._tensor import Tensor
 from ._schedule import as_schedule
 from ._transform import Schedule, Transform, apply_update_leaves, fraction, positive
 
@@ -34,14 +35,20 @@ class Optimizer:
         return self.transform.init(params)
 
     def update(self, grads: P, state: Any, params: P) -> tuple[P, Any]:
-        """New parameters and new state; ``grads``, ``state`` and ``params`` are untouched."""
+        """New parameters and new state; ``grads``, ``state`` and ``params`` are untouched.
+
+        Under a recording tape the step is differentiable: a tape that records
+        it gives gradients through the update to ``params``, to ``grads``
+        (second order, as MAML needs) and to a Tensor learning rate. With no
+        tape recording, the step runs on the raw arrays and records nothing.
+        """
         leaves, treedef = _tree.flatten(grads)
         updates, new_state = self.transform.update_leaves(leaves, state, params, treedef)
         return apply_update_leaves(params, updates, treedef), new_state
 
 
 def adam(
-    lr: float | Schedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+    lr: float | Schedule | Tensor = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
 ) -> Optimizer:
     """Adam (Kingma & Ba), with the seed's bias correction."""
     # Checked here too, so that the error names the function the user called.
@@ -52,7 +59,7 @@ def adam(
     return Optimizer(adam_transform(lr, b1, b2, eps))
 
 
-def sgd(lr: float | Schedule, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
+def sgd(lr: float | Schedule | Tensor, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
     """Stochastic gradient descent, with optional (Nesterov) momentum."""
     as_schedule("sgd", lr)
     fraction("sgd", "momentum", momentum)

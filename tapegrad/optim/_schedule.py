@@ -27,8 +27,8 @@ Rate: TypeAlias = "float | np.floating[Any] | NDArray[np.floating[Any]] | Tensor
 Schedule: TypeAlias = Callable[[Any], Rate]
 
 
-def constant_schedule(value: float) -> Schedule:
-    """The same rate at every step."""
+def constant_schedule(value: float | Tensor) -> Schedule:
+    """The same rate at every step (a number, or a 0-d Tensor that a tape may differentiate)."""
     return lambda count: value
 
 
@@ -78,8 +78,22 @@ def warmup_cosine_decay_schedule(
     return schedule
 
 
-def as_schedule(op: str, lr: float | Schedule) -> Schedule:
-    """A schedule from a positive number or a schedule function."""
+def as_schedule(op: str, lr: float | Schedule | Tensor) -> Schedule:
+    """A schedule from a positive number, a positive 0-d floating Tensor or a schedule function.
+
+    A Tensor rate is a hyperparameter a tape can differentiate (meta-learning
+    the learning rate): under a recording tape, the update reads it with
+    tapegrad ops. Its value is checked here, once.
+    """
+    if isinstance(lr, Tensor):
+        if lr.ndim != 0 or lr.dtype.kind != "f":
+            raise ValueError(
+                f"`{op}`: a Tensor lr must be 0-d and floating, got shape {lr.shape} and dtype "
+                f"{lr.dtype}; e.g. tg.tensor(0.1)"
+            )
+        if not float(lr) > 0:
+            raise ValueError(f"`{op}`: lr must be positive, got a Tensor holding {float(lr)!r}")
+        return constant_schedule(lr)
     if callable(lr):
         return lr
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:

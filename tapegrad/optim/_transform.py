@@ -5,9 +5,14 @@ returns its new state; it never mutates. Updates and states are pytrees with
 the structure of the parameters. Internally a transformation works on the
 flattened leaves (`Transform.update_leaves`), so that a chain and an
 optimizer flatten the gradients once per step rather than once per stage.
-Work is done on the raw arrays with Python float constants: optimizer steps
-are never differentiated, and a NumPy float64 scalar would push float32
-parameters through float64 loops (NEP 50). Factors that depend on the step
+When no tape records (the common case, a training step), work is done on the
+raw arrays with Python float constants, in packed buffers: nothing needs
+differentiating, and a NumPy float64 scalar would push float32 parameters
+through float64 loops (NEP 50). When a tape records (`recording`), as in a
+MAML-style loop that differentiates through an inner step, every transform
+computes with tapegrad ops on Tensors instead, so that gradients flow
+through the update to the parameters, the gradients and a Tensor learning
+rate; the values are the raw path's. Factors that depend on the step
 count (Adam's bias corrections, a scheduled learning rate) are NumPy values,
 because the count is an array; they are rounded to the updates' dtype first.
 """
@@ -20,6 +25,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 import attrs
 
 from .. import _tree
+from .._tape import is_recording
 from .._tensor import Tensor, wrap
 from .._flat import flat_of, split_like
 from ._schedule import Schedule as Schedule
@@ -64,6 +70,15 @@ class Transform(Generic[S]):
             return leaves_matching("update", "new updates", new, treedef, leaves, "the updates"), state
 
         return Transform(init, update_leaves)
+
+
+def recording() -> bool:
+    """Whether a tape records now: then the transforms compute with tapegrad ops.
+
+    The raw path records nothing, so a gradient taken through it would miss
+    every path through the update (a silently first-order meta-gradient).
+    """
+    return is_recording()
 
 
 def leaves_matching(
@@ -160,6 +175,9 @@ def apply_update_leaves(params: Params, updates: list[Tensor], treedef: _tree.Tr
                 "parameters?"
             )
     check_tensors("apply_updates", "parameters", leaves)
+    if recording():
+        # `astype` is differentiable; the raw path below casts in the same way.
+        return treedef.unflatten([p + u.astype(p.dtype) for p, u in zip(leaves, updates)])
     flat_p = flat_of(leaves)
     flat_u = flat_of(updates) if flat_p is not None else None
     if flat_p is not None and flat_u is not None and flat_u.dtype == flat_p.dtype:
