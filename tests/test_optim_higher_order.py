@@ -83,7 +83,7 @@ def torch_maml(step: TorchStep, state: Any, extra: torch.Tensor | None = None) -
     return float(meta.detach()), grads
 
 
-def torch_sgd(lr: Any, momentum: float = 0.0, nesterov: bool = False) -> TorchStep:
+def torch_sgd(lr: Any, momentum: Any = 0.0, nesterov: bool = False) -> TorchStep:
     """SGD as `torch.optim.SGD` computes it, in differentiable torch ops."""
 
     def step(p: TorchParams, g: TorchParams, buf: Any, t: int) -> tuple[TorchParams, Any]:
@@ -95,7 +95,7 @@ def torch_sgd(lr: Any, momentum: float = 0.0, nesterov: bool = False) -> TorchSt
     return step
 
 
-def torch_adam(lr: Any, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> TorchStep:
+def torch_adam(lr: Any, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> TorchStep:
     """Adam as `torch.optim.Adam` computes it, in differentiable torch ops."""
 
     def step(p: TorchParams, g: TorchParams, mv: Any, t: int) -> tuple[TorchParams, Any]:
@@ -144,17 +144,31 @@ def test_maml_outer_gradient_matches_torch(name: str) -> None:
     assert_close_grads(grads, ref_grads)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_maml_gradient_of_a_tensor_learning_rate_matches_torch(name: str) -> None:
-    """A learning rate given as a 0-d Tensor gets its meta-gradient, as in Meta-SGD."""
-    lr = tg.tensor(0.1, dtype=np.float64)
-    torch_lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
-    opt = optim.sgd(lr) if name == "sgd" else optim.adam(lr)
-    step = torch_sgd(torch_lr) if name == "sgd" else torch_adam(torch_lr)
-    _, (grads, lr_grad) = tg_maml(opt, tg_params(), lr)
-    _, ref = torch_maml(step, None, torch_lr)
+Make = Callable[[Any], optim.Optimizer]
+MakeTorch = Callable[[Any], TorchStep]
+#: A hyperparameter given as a Tensor: the optimizer and its torch step, of it, and its value.
+HYPER_CASES: dict[str, tuple[Make, MakeTorch, float]] = {
+    "sgd_lr": (lambda h: optim.sgd(h), lambda h: torch_sgd(h), 0.1),
+    "adam_lr": (lambda h: optim.adam(h), lambda h: torch_adam(h), 0.1),
+    "momentum": (lambda h: optim.sgd(0.2, h), lambda h: torch_sgd(0.2, h), 0.9),
+    "nesterov": (lambda h: optim.sgd(0.2, h, True), lambda h: torch_sgd(0.2, h, True), 0.9),
+    "adam_b1": (lambda h: optim.adam(0.05, b1=h), lambda h: torch_adam(0.05, b1=h), 0.8),
+    "adam_b2": (lambda h: optim.adam(0.05, b2=h), lambda h: torch_adam(0.05, b2=h), 0.9),
+    "adam_eps": (lambda h: optim.adam(0.05, eps=h), lambda h: torch_adam(0.05, eps=h), 1e-2),
+}
+
+
+@pytest.mark.parametrize("name", list(HYPER_CASES))
+def test_maml_gradient_of_a_tensor_hyperparameter_matches_torch(name: str) -> None:
+    """A hyperparameter given as a 0-d Tensor gets its meta-gradient (as Meta-SGD learns lr)."""
+    make, make_torch, value = HYPER_CASES[name]
+    h = tg.tensor(value, dtype=np.float64)
+    torch_h = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+    _, (grads, h_grad) = tg_maml(make(h), tg_params(), h)
+    _, ref = torch_maml(make_torch(torch_h), None, torch_h)
     assert_close_grads(grads, ref[:-1])
-    np.testing.assert_allclose(lr_grad.numpy(), ref[-1].numpy(), rtol=1e-10, atol=1e-12)
+    assert float(ref[-1]) != 0.0
+    np.testing.assert_allclose(h_grad.numpy(), ref[-1].numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_a_schedule_returning_a_tensor_is_differentiated() -> None:
@@ -175,6 +189,10 @@ RECORDED_VS_RAW = {
     "adam": lambda: optim.adam(0.05),
     "schedule": lambda: optim.adam(optim.warmup_cosine_decay_schedule(0.0, 0.1, 1, 10)),
     "tensor_lr": lambda: optim.sgd(tg.tensor(0.25, dtype=np.float64)),
+    "tensor_momentum": lambda: optim.sgd(0.2, tg.tensor(0.9, dtype=np.float64), nesterov=True),
+    "tensor_adam": lambda: optim.adam(
+        tg.tensor(0.05, dtype=np.float64), *(tg.tensor(x, dtype=np.float64) for x in (0.8, 0.9, 1e-3))
+    ),
 }
 
 
@@ -202,10 +220,15 @@ def test_the_recorded_path_gives_the_raw_paths_values(name: str) -> None:
 
 
 def test_the_recorded_path_keeps_float32_float32() -> None:
-    """Constants are rounded to the updates' dtype, and a float64 Tensor rate is cast."""
+    """Constants are rounded to the updates' dtype, and float64 Tensor hyperparameters are cast."""
     params = {"w": tg.tensor([1.0, -2.0])}
     grads = {"w": tg.tensor([0.5, -0.5])}
-    for opt in (optim.adam(0.1), optim.sgd(tg.tensor(0.1, dtype=np.float64), momentum=0.5)):
+    f64 = np.float64
+    for opt in (
+        optim.adam(0.1),
+        optim.adam(tg.tensor(0.1, dtype=f64), tg.tensor(0.9, dtype=f64), eps=tg.tensor(1e-3, dtype=f64)),
+        optim.sgd(tg.tensor(0.1, dtype=f64), momentum=tg.tensor(0.5, dtype=f64), nesterov=True),
+    ):
         with tg.Tape():
             new, state = opt.update(grads, opt.init(params), params)
         assert new["w"].dtype == np.float32
@@ -251,7 +274,8 @@ def test_adam_meta_gradient_is_finite_where_a_gradient_is_exactly_zero() -> None
     assert grad.numpy()[2] == 27.0
 
 
-def test_a_tensor_learning_rate_is_checked() -> None:
+def test_tensor_hyperparameters_are_checked() -> None:
+    """A Tensor hyperparameter must be 0-d and floating, and in range like a number."""
     with pytest.raises(
         ValueError,
         match=re.escape(
@@ -264,3 +288,36 @@ def test_a_tensor_learning_rate_is_checked() -> None:
         ValueError, match=re.escape("`adam`: lr must be positive, got a Tensor holding -0.5")
     ):
         optim.adam(tg.tensor(-0.5))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`sgd`: a Tensor momentum must be 0-d and floating, got shape () and dtype int64; "
+            "e.g. tg.tensor(0.1)"
+        ),
+    ):
+        optim.sgd(0.1, tg.tensor(1))
+    with pytest.raises(ValueError, match=re.escape("`adam`: b1 must be in [0, 1), got 1.5")):
+        optim.adam(0.1, b1=tg.tensor(1.5))
+
+
+def test_tensor_hyperparameters_leave_the_raw_path_bit_for_bit() -> None:
+    """With no tape recording, Tensor hyperparameters step exactly as the equal numbers do."""
+    f64 = np.float64
+    pairs = [
+        (optim.sgd(0.2, 0.9, True), optim.sgd(tg.tensor(0.2, dtype=f64), tg.tensor(0.9, dtype=f64), True)),
+        (
+            optim.adam(0.05, 0.8, 0.9, 1e-3),
+            optim.adam(*(tg.tensor(x, dtype=f64) for x in (0.05, 0.8, 0.9, 1e-3))),
+        ),
+    ]
+    rng = np.random.default_rng(3)
+    params = {"w": tg.tensor(rng.standard_normal((4, 3)).astype(np.float32))}
+    grads = [{"w": tg.tensor(rng.standard_normal((4, 3)).astype(np.float32))} for _ in range(3)]
+    for numbers, tensors in pairs:
+        a, sa = params, numbers.init(params)
+        b, sb = params, tensors.init(params)
+        for g in grads:
+            a, sa = numbers.update(g, sa, a)
+            b, sb = tensors.update(g, sb, b)
+        assert a["w"].dtype == b["w"].dtype == np.float32
+        np.testing.assert_array_equal(a["w"].numpy(), b["w"].numpy())

@@ -20,7 +20,9 @@ from ._transform import (
     Transform,
     chain,
     check_tensors,
+    Hyper,
     fraction,
+    hyper_as,
     leaves_matching,
     positive,
     recording,
@@ -161,31 +163,51 @@ def _sqrt_or_zero(x: Tensor) -> Tensor:
     return where(positive_, sqrt(where(positive_, x, 1.0)), 0.0)
 
 
+def _correction(b: Hyper, step: Any) -> Callable[[np.dtype[Any]], Any]:
+    """``1 / (1 - b**step)`` by dtype, as `_bias_corrections` computes it, for the recorded path.
+
+    A Tensor ``b`` gives a Tensor, computed in its own dtype (float64 for a
+    float64 hyperparameter, as NumPy computes it from a Python float) and then
+    cast; a number gives `_bias_corrections`' constant.
+    """
+    if not isinstance(b, Tensor):
+        return _in_each_dtype(1.0 / (1.0 - b**step))
+    correction = 1.0 / (1.0 - b**step)
+    return lambda dtype: correction.astype(dtype)
+
+
 def _adam_recorded(
-    grads: list[Tensor], ms: list[Tensor], vs: list[Tensor], b1: float, b2: float, eps: float,
-    m_scale: Callable[[np.dtype[Any]], Any], v_scale: Callable[[np.dtype[Any]], Any],
+    grads: list[Tensor], ms: list[Tensor], vs: list[Tensor], b1: Hyper, b2: Hyper, eps: Hyper,
+    step: Any,
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """`_adam_arrays` in tapegrad ops, leaf by leaf, for a recording tape.
 
     The same operations in the same order (a sum's operands swapped, which
-    is exact), so the values are the raw path's.
+    is exact), so the values are the raw path's. Any hyperparameter given as
+    a Tensor is differentiated.
     """
+    m_scale, v_scale = _correction(b1, step), _correction(b2, step)
+    keep1, keep2 = 1.0 - b1, 1.0 - b2
     out, new_m, new_v = [], [], []
     for g, m, v in zip(grads, ms, vs):
-        m2 = m + (g - m) * (1.0 - b1)
-        v2 = v + (g * g - v) * (1.0 - b2)
-        out.append(m2 / (_sqrt_or_zero(v2 * v_scale(g.dtype)) + eps) * m_scale(g.dtype))
+        dt = g.dtype
+        m2 = m + (g - m) * hyper_as(keep1, dt)
+        v2 = v + (g * g - v) * hyper_as(keep2, dt)
+        direction = m2 / (_sqrt_or_zero(v2 * v_scale(dt)) + hyper_as(eps, dt)) * m_scale(dt)
+        out.append(direction)
         new_m.append(m2)
         new_v.append(v2)
     return out, new_m, new_v
 
 
-def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transform[AdamState]:
+def scale_by_adam(b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8) -> Transform[AdamState]:
     """Turn gradients into Adam's direction ``m_hat / (sqrt(v_hat) + eps)``.
 
     The moments and bias corrections follow Kingma & Ba, and the seed's Adam,
-    operation for operation.
+    operation for operation. A hyperparameter may be a 0-d Tensor, which a
+    recording tape differentiates.
     """
+    given = (b1, b2, eps)  # Tensors stay Tensors for the recorded path
     b1 = fraction("scale_by_adam", "b1", b1)
     b2 = fraction("scale_by_adam", "b2", b2)
     eps = positive("scale_by_adam", "eps", eps)
@@ -202,10 +224,10 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Tran
         ms = leaves_matching("adam", "first moments (state.m)", state.m, treedef, grads)
         vs = leaves_matching("adam", "second moments (state.v)", state.v, treedef, grads)
         step = _next_count(_count_data("adam", "state.step", state.step))
-        m_scale, v_scale = _bias_corrections(step.data, b1, b2)
         if recording():  # differentiable, leaf by leaf
-            out, new_m, new_v = _adam_recorded(grads, ms, vs, b1, b2, eps, m_scale, v_scale)
+            out, new_m, new_v = _adam_recorded(grads, ms, vs, *given, step.data)
             return out, AdamState(step, treedef.unflatten(new_m), treedef.unflatten(new_v))
+        m_scale, v_scale = _bias_corrections(step.data, b1, b2)
         flat_g = flat_of(grads)
         if flat_g is not None and flat_g.dtype == ms[0].dtype == vs[0].dtype:
             dtype = flat_g.dtype
@@ -303,8 +325,12 @@ class TraceState:
     trace: Any
 
 
-def trace(momentum: float, nesterov: bool = False) -> Transform[TraceState]:
-    """Momentum: ``t = momentum * t + g``; the update is ``t`` (or ``g + momentum * t``)."""
+def trace(momentum: Hyper, nesterov: bool = False) -> Transform[TraceState]:
+    """Momentum: ``t = momentum * t + g``; the update is ``t`` (or ``g + momentum * t``).
+
+    ``momentum`` may be a 0-d Tensor, which a recording tape differentiates.
+    """
+    given = momentum  # a Tensor stays a Tensor for the recorded path
     momentum = fraction("trace", "momentum", momentum)
 
     def init(params: Params) -> TraceState:
@@ -316,8 +342,8 @@ def trace(momentum: float, nesterov: bool = False) -> Transform[TraceState]:
         check_tensors("sgd", "gradients", grads)
         prev = leaves_matching("sgd", "momentum buffers", state.trace, treedef, grads)
         if recording():  # differentiable, with the same operations as below
-            new = [momentum * t + g for g, t in zip(grads, prev)]
-            out = [g + momentum * t for g, t in zip(grads, new)] if nesterov else new
+            new = [hyper_as(given, g.dtype) * t + g for g, t in zip(grads, prev)]
+            out = [g + hyper_as(given, g.dtype) * t for g, t in zip(grads, new)] if nesterov else new
             return out, TraceState(treedef.unflatten(new))
         # wrap(): arithmetic on 0-d arrays gives NumPy scalars, and a Tensor holds an array.
         new = [wrap(momentum * t.data + g.data) for g, t in zip(grads, prev)]
@@ -330,13 +356,14 @@ def trace(momentum: float, nesterov: bool = False) -> Transform[TraceState]:
     return Transform(init, update_leaves)
 
 
-def adam_transform(lr: float | Schedule | Tensor, b1: float, b2: float, eps: float) -> Transform[Any]:
+def adam_transform(lr: float | Schedule | Tensor, b1: Hyper, b2: Hyper, eps: Hyper) -> Transform[Any]:
     """Adam as a chain: Adam's direction, then the (negative) learning rate."""
     return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(lr))
 
 
-def sgd_transform(lr: float | Schedule | Tensor, momentum: float, nesterov: bool) -> Transform[Any]:
+def sgd_transform(lr: float | Schedule | Tensor, momentum: Hyper, nesterov: bool) -> Transform[Any]:
     """SGD, with optional (Nesterov) momentum, as a chain."""
-    if momentum:
+    # A Tensor momentum is kept even at 0: its gradient is still wanted.
+    if isinstance(momentum, Tensor) or momentum:
         return chain(trace(momentum, nesterov), scale_by_learning_rate(lr))
     return chain(scale_by_learning_rate(lr))

@@ -10,7 +10,7 @@ from ._adam import adam_transform, sgd_transform
 from .. import _tree
 from .._tensor import Tensor
 from ._schedule import as_schedule
-from ._transform import Schedule, Transform, apply_update_leaves, fraction, positive
+from ._transform import Hyper, Schedule, Transform, apply_update_leaves, fraction, positive
 
 P = TypeVar("P")
 
@@ -48,9 +48,13 @@ class Optimizer:
 
 
 def adam(
-    lr: float | Schedule | Tensor = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+    lr: float | Schedule | Tensor = 1e-3, b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8
 ) -> Optimizer:
-    """Adam (Kingma & Ba), with the seed's bias correction."""
+    """Adam (Kingma & Ba), with the seed's bias correction.
+
+    Any hyperparameter may be a 0-d floating Tensor: a tape that records the
+    update differentiates it (meta-learning a learning rate, say).
+    """
     # Checked here too, so that the error names the function the user called.
     as_schedule("adam", lr)
     fraction("adam", "b1", b1)
@@ -59,8 +63,12 @@ def adam(
     return Optimizer(adam_transform(lr, b1, b2, eps))
 
 
-def sgd(lr: float | Schedule | Tensor, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
-    """Stochastic gradient descent, with optional (Nesterov) momentum."""
+def sgd(lr: float | Schedule | Tensor, momentum: Hyper = 0.0, nesterov: bool = False) -> Optimizer:
+    """Stochastic gradient descent, with optional (Nesterov) momentum.
+
+    ``lr`` and ``momentum`` may be 0-d floating Tensors, which a tape that
+    records the update differentiates.
+    """
     as_schedule("sgd", lr)
     fraction("sgd", "momentum", momentum)
     return Optimizer(sgd_transform(lr, momentum, nesterov))

@@ -78,6 +78,20 @@ def warmup_cosine_decay_schedule(
     return schedule
 
 
+def tensor_value(op: str, name: str, value: Tensor) -> float:
+    """The value of a hyperparameter given as a Tensor, which must be 0-d and floating.
+
+    Tensors are immutable, so the value read here, once, is the value for
+    good: the raw path computes with it as a Python float.
+    """
+    if value.ndim != 0 or value.dtype.kind != "f":
+        raise ValueError(
+            f"`{op}`: a Tensor {name} must be 0-d and floating, got shape {value.shape} and "
+            f"dtype {value.dtype}; e.g. tg.tensor(0.1)"
+        )
+    return float(value)
+
+
 def as_schedule(op: str, lr: float | Schedule | Tensor) -> Schedule:
     """A schedule from a positive number, a positive 0-d floating Tensor or a schedule function.
 
@@ -86,12 +100,7 @@ def as_schedule(op: str, lr: float | Schedule | Tensor) -> Schedule:
     tapegrad ops. Its value is checked here, once.
     """
     if isinstance(lr, Tensor):
-        if lr.ndim != 0 or lr.dtype.kind != "f":
-            raise ValueError(
-                f"`{op}`: a Tensor lr must be 0-d and floating, got shape {lr.shape} and dtype "
-                f"{lr.dtype}; e.g. tg.tensor(0.1)"
-            )
-        if not float(lr) > 0:
+        if not tensor_value(op, "lr", lr) > 0:
             raise ValueError(f"`{op}`: lr must be positive, got a Tensor holding {float(lr)!r}")
         return constant_schedule(lr)
     if callable(lr):

@@ -29,7 +29,10 @@ from .._tape import is_recording
 from .._tensor import Tensor, wrap
 from .._flat import flat_of, split_like
 from ._schedule import Schedule as Schedule
+from ._schedule import tensor_value
 
+#: A hyperparameter: a Python number, or a 0-d floating Tensor that a tape can differentiate.
+Hyper: TypeAlias = "float | Tensor"
 Params: TypeAlias = Any
 Updates: TypeAlias = Any
 OptState: TypeAlias = Any
@@ -120,15 +123,31 @@ def check_tensors(op: str, what: str, leaves: list[Any]) -> None:
             raise TypeError(f"`{op}`: every leaf of the {what} must be a Tensor, got {type(leaf).__name__}")
 
 
-def positive(op: str, name: str, value: float) -> float:
-    """Validate a hyperparameter that must be a positive number."""
+def hyper_as(value: Hyper, dtype: Any) -> Any:
+    """A hyperparameter for the recorded path: a Tensor cast (differentiably) to ``dtype``.
+
+    A Python number is returned as it is: NumPy rounds it to the array's dtype,
+    and a cast Tensor rounds the same way, so both paths see the same bits.
+    """
+    return value.astype(dtype) if isinstance(value, Tensor) else value
+
+
+def positive(op: str, name: str, value: Hyper) -> float:
+    """Validate a hyperparameter that must be a positive number (or a 0-d Tensor holding one).
+
+    Returns its value as a Python float, for the raw path.
+    """
+    if isinstance(value, Tensor):
+        value = tensor_value(op, name, value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"`{op}`: {name} must be a positive number, got {value!r}")
     return float(value)
 
 
-def fraction(op: str, name: str, value: float) -> float:
-    """Validate a decay rate in ``[0, 1)``."""
+def fraction(op: str, name: str, value: Hyper) -> float:
+    """Validate a decay rate in ``[0, 1)`` (or a 0-d Tensor holding one); returns it as a float."""
+    if isinstance(value, Tensor):
+        value = tensor_value(op, name, value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
         raise ValueError(f"`{op}`: {name} must be in [0, 1), got {value!r}")
     return float(value)
