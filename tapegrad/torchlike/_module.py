@@ -23,6 +23,9 @@ class Module:
     attributes, in the order they were assigned (as in PyTorch).
     """
 
+    #: Attributes `torchlike.replay` need not guard: derived from others, or fixed at construction.
+    _unguarded: frozenset[str] = frozenset({"_buffers"})  # each buffer is an attribute too
+
     def __init__(self) -> None:
         self.training = True
         self._buffers: dict[str, Tensor | None] = {}
@@ -94,6 +97,8 @@ class Linear(Module):
 
     ``xp.random.seed(42)`` before building a model gives the seed's exact weights.
     """
+
+    _unguarded = frozenset({"_buffers", "_layer"})  # the functional layer: fixed by the constructor
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()

@@ -35,7 +35,7 @@ R = TypeVar("R")
 
 #: A step's signature keeps its state's description for this many signatures (as the replay's cache).
 MAX_SIGNATURES = 32
-_CONSTANTS = (bool, int, float, complex, str, bytes, type(None), np.generic)
+_BY_VALUE = frozenset({bool, int, str, bytes, type(None)})
 
 
 class _Scan:
@@ -58,52 +58,106 @@ class _Scan:
         self.entries: list[tuple[str, Hashable]] = []
         self.setters: list[tuple[Any, Any, Any] | None] = []
         self._seen: dict[int, int] = {}
+        # The source of `unchanged`: one straight-line check per entry, as the core
+        # replay's guards (and torch.compile's) are, instead of a walk per call.
+        self._lines: list[str] = []
+        self._env: dict[str, Any] = {"static_key": static_key}
 
     def add(self, path: str, key: Hashable, setter: tuple[Any, Any, Any] | None = None) -> None:
         self.entries.append((path, key))
         self.setters.append(setter)
 
-    def walk(self, path: str, value: Any, held: bool, setter: tuple[Any, Any, Any] | None = None) -> None:
-        """Describe ``value``; ``held`` when a module or optimizer holds it (its tensors are state)."""
-        if isinstance(value, _CONSTANTS):
-            self.add(path, static_key(value), setter)
+    def _const(self, value: Any) -> str:
+        name = f"k{len(self._env)}"
+        self._env[name] = value
+        return name
+
+    def _check(self, condition: str) -> None:
+        self._lines.append(f"if {condition}: return False")
+
+    def _temp(self, expr: str) -> str:
+        name = f"v{len(self._lines)}"
+        self._lines.append(f"{name} = {expr}")
+        return name
+
+    def walk(
+        self, path: str, value: Any, held: bool, setter: tuple[Any, Any, Any] | None = None, var: str = ""
+    ) -> None:
+        """Describe ``value`` (read in the generated check as ``var``).
+
+        ``held`` when a module or optimizer holds it: its tensors are state.
+        """
+        cls = type(value)
+        if cls in _BY_VALUE:
+            self.add(path, (cls, value), setter)
+            if value is None or cls is bool:
+                self._check(f"{var} is not {value}")
+            else:
+                self._check(f"type({var}) is not {self._const(cls)} or {var} != {self._const(value)}")
+            return
+        if cls is float:  # by its bits: -0.0 == 0.0 and nan != nan, but neither replays as the other
+            self.add(path, (cls, value.hex()), setter)
+            self._check(f"type({var}) is not float or {var}.hex() != {self._const(value.hex())}")
             return
         if isinstance(value, np.ndarray | CoreTensor):  # frozen into the trace: by identity
             self.add(path, ("array", id(value)))
+            self._check(f"{var} is not {self._const(value)}")
             return
         seen = self._seen.get(id(value))
         if seen is not None:  # the same object again (tied weights, a shared module)
             self.add(path, ("same", seen))
+            self._check(f"{var} is not {self._const(value)}")
             return
         if isinstance(value, Tensor | Module | Optimizer | list | tuple | dict):
             self._seen[id(value)] = len(self.entries)
+            self._check(f"{var} is not {self._const(value)}")
         if isinstance(value, Tensor):
+            flag = (value, "requires_grad", None)  # the one thing of a tensor a step may set
             if held:
-                self.add(path, ("state", len(self.tensors)))
+                self.add(path, ("state", len(self.tensors), id(value), value.requires_grad), flag)
                 self.tensors.append(value)
             else:  # frozen into the trace: by the identity of its value
-                self.add(path, ("tensor", id(value.value)))
-            self.add(path + ".requires_grad", value.requires_grad, (value, "requires_grad", None))
+                self.add(path, ("tensor", id(value.value), value.requires_grad), flag)
+                self._check(f"{var}.value is not {self._const(value.value)}")
+            self._check(f"{var}.requires_grad is not {value.requires_grad}")
         elif isinstance(value, Module | Optimizer):
-            self.add(path, ("object", type(value)))
+            self.add(path, ("object", cls))
             if isinstance(value, Optimizer):
                 self.optimizers.append(value)
-            for name, attribute in vars(value).items():
-                if name != "state":  # an optimizer's state is data
-                    self.walk(f"{path}.{name}", attribute, True, (value, name, "attribute"))
+            attributes = vars(value)
+            d = self._temp(f"{var}.__dict__")
+            self._check(f"{d}.keys() != {self._const(set(attributes))}")
+            unguarded = value._unguarded
+            for name, attribute in attributes.items():
+                if name not in unguarded:
+                    item = self._temp(f"{d}[{self._const(name)}]")
+                    self.walk(path + "." + name, attribute, True, (value, name, "attribute"), item)
         elif isinstance(value, list | tuple):
-            self.add(path, (type(value), len(value)))
+            self.add(path, (cls, len(value)))
+            self._check(f"len({var}) != {len(value)}")
             for i, item in enumerate(value):
-                self.walk(f"{path}[{i}]", item, held, (value, i, "item") if type(value) is list else None)
+                self.walk(f"{path}[{i}]", item, held, (value, i, "item") if cls is list else None,
+                          self._temp(f"{var}[{i}]"))
         elif isinstance(value, dict):
-            self.add(path, (type(value), tuple(value)))
+            self.add(path, (cls, tuple(value)))
+            self._check(f"{var}.keys() != {self._const(set(value))}")
             for k, item in value.items():
-                self.walk(f"{path}[{k!r}]", item, held, (value, k, "item"))
+                self.walk(f"{path}[{k!r}]", item, held, (value, k, "item"), self._temp(f"{var}[{self._const(k)}]"))
         else:
             try:
-                self.add(path, static_key(value), setter)
+                key = static_key(value)
+                self.add(path, key, setter)
+                self._check(f"static_key({var}) != {self._const(key)}")
             except ReplayError:  # not hashable: by identity
-                self.add(path, ("object", type(value), id(value)), setter)
+                self.add(path, ("object", cls, id(value)), setter)
+                self._check(f"{var} is not {self._const(value)}")
+
+    def unchanged(self) -> Callable[[list[Callable[[], Any]]], bool]:
+        """A function of the readers: True while everything this scan saw is as it was."""
+        source = "def unchanged(readers):\n" + "".join(f"    {line}\n" for line in [*self._lines, "return True"])
+        env = dict(self._env)
+        exec(compile(source, "<torchlike.replay guard>", "exec"), env)  # noqa: S102 - our own source
+        return env["unchanged"]  # type: ignore[no-any-return]
 
     def write(self, changes: list[tuple[tuple[Any, Any, Any], Any]]) -> None:
         """Set again what the step changed when it was traced (a replay does not run it)."""
@@ -265,11 +319,25 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
     changes_of: OrderedDict[StepState, list[tuple[tuple[Any, Any, Any], Any]]] = OrderedDict()
     last: list[StepState] = []
 
+    getters = [read for _, read in readers]
+    guarded: list[tuple[Callable[[list[Callable[[], Any]]], bool], _Scan, StepState]] = []
+
     def scan() -> _Scan:
         found = _Scan()
-        for name, read in readers:
-            found.walk(name, read(), False)
+        for i, (name, read) in enumerate(readers):
+            found.walk(name, read(), False, None, found._temp(f"readers[{i}]()"))
         return found
+
+    def scan_if_changed() -> tuple[_Scan, StepState]:
+        """The last scan and signature while its check passes (nearly always); else a new scan."""
+        if guarded and guarded[0][0](getters):
+            return guarded[0][1], guarded[0][2]
+        found = scan()
+        signature = StepState(tuple(found.entries), last[0] if last else None)
+        if last and last[0] == signature:
+            signature = last[0]
+        guarded[:] = [(found.unchanged(), found, signature)]
+        return found, signature
 
     def pure(state: State, args: Any, kwargs: Any, signature: StepState) -> tuple[State, Any]:
         _write(current[0], state)
@@ -289,10 +357,7 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
         # A graph left open by an earlier forward pass cannot be used inside the
         # step; as zero_grad() would, drop it.
         _autograd.release()
-        found = scan()
-        signature = StepState(tuple(found.entries), last[0] if last else None)
-        if last and last[0] == signature:
-            signature = last[0]
+        found, signature = scan_if_changed()
         current[:] = [found]
         before = _read(found)
         traces = replayed.traces
@@ -361,7 +426,9 @@ def _changes(before: _Scan, after: _Scan) -> list[tuple[tuple[Any, Any, Any], An
     for (path, a), (_, b), setter in zip(before.entries, after.entries, after.setters):
         if a == b:
             continue
-        if setter is None or not isinstance(b, tuple) or b[:1] in (("state",), ("same",)):
+        tensor_flag = b[:1] in (("state",), ("tensor",)) and a[:-1] == b[:-1]  # requires_grad alone
+        if setter is None or not isinstance(b, tuple) or (b[:1] in (("state",), ("tensor",), ("same",))
+                                                          and not tensor_flag):
             raise ReplayError(
                 f"torchlike.replay: the step replaced {path}, which a replay cannot repeat; "
                 "change it outside the step"
