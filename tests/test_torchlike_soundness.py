@@ -509,7 +509,7 @@ def test_a_step_that_adds_state_to_its_module_is_refused() -> None:
 
     def step(x: tl.Tensor, y: tl.Tensor) -> tl.Tensor:
         opt.zero_grad()
-        model.calls = getattr(model, "calls", 0) + 1  # a new attribute, set while traced
+        setattr(model, "calls", getattr(model, "calls", 0) + 1)  # a new attribute, set while traced
         loss: tl.Tensor = crit(model(x), y)
         loss.backward()
         opt.step()

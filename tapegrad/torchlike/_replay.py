@@ -426,9 +426,10 @@ def _changes(before: _Scan, after: _Scan) -> list[tuple[tuple[Any, Any, Any], An
     for (path, a), (_, b), setter in zip(before.entries, after.entries, after.setters):
         if a == b:
             continue
-        tensor_flag = b[:1] in (("state",), ("tensor",)) and a[:-1] == b[:-1]  # requires_grad alone
-        if setter is None or not isinstance(b, tuple) or (b[:1] in (("state",), ("tensor",), ("same",))
-                                                          and not tensor_flag):
+        # Every key is a tuple; a tensor's last item is its requires_grad, which a step may set.
+        assert isinstance(a, tuple) and isinstance(b, tuple)
+        tensor_flag = b[:1] in (("state",), ("tensor",)) and a[:-1] == b[:-1]
+        if setter is None or (b[:1] in (("state",), ("tensor",), ("same",)) and not tensor_flag):
             raise ReplayError(
                 f"torchlike.replay: the step replaced {path}, which a replay cannot repeat; "
                 "change it outside the step"
