@@ -525,3 +525,39 @@ def test_a_step_that_adds_state_to_its_module_is_refused() -> None:
         "calling the step"
     )
     assert replayed.replayed.cache_size == 0  # type: ignore[attr-defined]
+
+
+def test_a_step_that_replaces_a_tensor_of_its_module_is_refused() -> None:
+    _, (model, opt, crit, _) = twins()
+    setattr(model, "offset", tl.Tensor(np.zeros(2)))
+
+    def step(x: tl.Tensor, y: tl.Tensor) -> tl.Tensor:
+        setattr(model, "offset", tl.Tensor(np.zeros(2)))  # eagerly: a fresh tensor every call
+        opt.zero_grad()
+        loss: tl.Tensor = crit(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    replayed = tl.replay(step, model, opt)
+    x, y = data(1)[0]
+    with pytest.raises(tg.ReplayError) as info:
+        replayed(tl.Tensor(x), tl.Tensor(y))
+    assert str(info.value) == (
+        "torchlike.replay: the step replaced model.offset, which a replay cannot repeat; change it "
+        "outside the step"
+    )
+    assert replayed.replayed.cache_size == 0  # type: ignore[attr-defined]
+
+
+def test_more_than_one_param_group_is_refused() -> None:
+    w, v = tl.Tensor([1.0], requires_grad=True), tl.Tensor([2.0], requires_grad=True)
+    opt = tl.Adam([w], lr=0.1)
+    opt.param_groups.append({"params": [v], "lr": 0.01})
+    (w * v).sum().backward()
+    with pytest.raises(ValueError) as info:
+        opt.step()
+    assert str(info.value) == (
+        "Adam.step(): param_groups has 2 groups; this wrapper supports one. Use one optimizer per "
+        "group of parameters."
+    )

@@ -289,6 +289,14 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
     come back as new wrapper tensors that do not require grad. The rules of
     `tapegrad.replay` apply: take ``loss.item()`` outside the step.
 
+    As ``torch.compile``'s guards, the state the step reads is part of the
+    signature: the modes (``model.eval()``), ``requires_grad`` flags and plain
+    attributes of every module, and ``param_groups`` (``lr``) of every
+    optimizer, in ``stateful`` or named by the step (closure, defaults,
+    globals, ``self``). A change there traces the step again. What the step
+    itself sets there (``model.train()`` inside it) is set again by each replay;
+    a step that adds attributes or replaces tensors is refused.
+
     >>> import tapegrad.torchlike as tl
     >>> net = tl.Linear(3, 1)
     >>> opt = tl.SGD(net.parameters(), lr=0.01)
@@ -374,7 +382,11 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
             _autograd.release()  # what the trace recorded and left is of no use
             current.clear()
         _write(found, new_state)
-        replayed.check_escapes()
+        try:
+            replayed.check_escapes()
+        except ReplayError:
+            replayed.clear()  # never replay what was refused
+            raise
         if replayed.traces != traces:
             try:
                 changes_of[signature] = _changes(found, scan())
