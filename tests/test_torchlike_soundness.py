@@ -171,10 +171,13 @@ def test_an_in_place_op_on_a_computed_tensor_is_recorded_as_in_pytorch() -> None
 def test_an_in_place_update_keeps_the_shape_and_dtype() -> None:
     w = tl.Tensor(np.zeros(2, dtype=np.float32), requires_grad=True)
     with tl.no_grad():
-        w += np.ones(2)  # float64 on the right: stored as float32, as PyTorch does
-    assert w.dtype == np.float32 and w.data.tolist() == [1.0, 1.0]
+        w += 1.0
+        w *= tl.Tensor(np.full(2, 3.0, dtype=np.float32))
+    assert w.dtype == np.float32 and w.data.tolist() == [3.0, 3.0]
+    with tl.no_grad(), pytest.raises(TypeError, match=re.escape("`add`: operands have dtypes float32 and float64")):
+        w += np.ones(2)  # as every op: mixed float widths are never promoted silently
     with tl.no_grad(), pytest.raises(RuntimeError) as info:
-        w += np.ones((3, 2))
+        w += np.ones((3, 2), dtype=np.float32)
     assert str(info.value) == (
         "`+=`: the result has shape (3, 2) but the tensor updated in place has shape (2,); "
         "the right-hand side must broadcast to the tensor's shape"
@@ -242,6 +245,24 @@ def test_forward_passes_never_backpropagated_keep_memory_flat_and_replay_working
 
     assert double(w).numpy().tolist() == double(w).numpy().tolist() == (2 * w.numpy()).tolist()
     assert double.replays == 1
+
+
+def test_a_dead_forward_pass_is_freed_by_the_next_wrapper_op() -> None:
+    import gc
+    import weakref
+
+    model = tl.Sequential(tl.Linear(3, 4), tl.ReLU(), tl.Linear(4, 2))
+    hidden = model.layers[0](tl.Tensor(np.ones((2, 3))))
+    activation = weakref.ref(hidden.value.data)
+    model.layers[2](model.layers[1](hidden)).detach()  # the prediction only: the graph is dead
+    del hidden
+    gc.collect()
+    assert activation() is not None  # nothing has run since
+    kept = model(tl.Tensor(np.ones((2, 3))))  # the next wrapper op frees the dead graph first
+    gc.collect()
+    assert activation() is None
+    assert len(_autograd._AMBIENT.tape or []) == 3  # the live graph alone: one record per layer
+    assert kept.requires_grad
 
 
 def test_a_live_graph_survives_the_sweeps_of_dead_ones() -> None:

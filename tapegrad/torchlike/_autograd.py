@@ -11,11 +11,12 @@ PyTorch:
   frees that graph (unless ``retain_graph=True``); other graphs recorded
   meanwhile stay, so ``l1.backward(); l2.backward()`` works for two separate
   losses, and dead records of earlier graphs are never walked;
-- a graph no live tensor can reach is freed by ``zero_grad()``, and also
-  whenever the tape has doubled since the last sweep, so a forward pass that
-  is never backpropagated (an evaluation step, ``model(x).detach()``) cannot
-  make the tape grow, while a loss computed before ``zero_grad()`` can still
-  be backpropagated after it.
+- a graph no live tensor can reach is freed by ``zero_grad()``, by the next
+  wrapper op once every tensor computed on the tape has died, and whenever
+  the tape has doubled since the last sweep; so a forward pass that is never
+  backpropagated (an evaluation step, ``model(x).detach()``) cannot make the
+  tape grow, while a loss computed before ``zero_grad()`` can still be
+  backpropagated after it.
 
 The tape closes when it holds no graph.
 """
@@ -45,6 +46,24 @@ FREED = (
 )
 
 
+class _Live:
+    """A count of live wrapper tensors computed on the tape; each one's death decrements it.
+
+    A callback may run on any thread, at any time: it only decrements. The
+    tape is swept at the start of the next wrapper op that finds it at zero, and
+    a fresh counter comes with each fresh tape, so a late callback of an old
+    one changes nothing.
+    """
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def died(self, ref: object) -> None:
+        self.n -= 1
+
+
 class _Ambient(threading.local):
     def __init__(self) -> None:
         self.tape: Tape | None = None
@@ -53,6 +72,8 @@ class _Ambient(threading.local):
         # Wrapper tensors computed on the tape, weakly: a graph stays while one of them
         # lives. (A list of plain weak references: a WeakSet costs several times more.)
         self.outputs: list[weakref.ref[Tensor]] = []
+        # How many of them are alive, kept by their weak references' callbacks.
+        self.live = _Live()
         # Values whose records are gone (freed), by id, weakly: a graph that reaches one
         # of them lost part of itself. Plain weak references are cheap; dead ones are
         # swept out now and then.
@@ -81,20 +102,23 @@ def watch(leaf: Tensor) -> None:
 
 def track(output: Tensor) -> None:
     """Remember a wrapper tensor computed on the tape (weakly): its graph is in use."""
-    _AMBIENT.outputs.append(weakref.ref(output))
+    live = _AMBIENT.live
+    live.n += 1
+    _AMBIENT.outputs.append(weakref.ref(output, live.died))
 
 
 def recording_tape() -> Tape:
     """The ambient tape, opened if no op has opened it yet, for a wrapper op to record on.
 
-    The caller enters it around the op alone. When the tape has grown past its
-    sweep mark, the graphs that no live wrapper tensor can reach are freed
-    first: a forward pass never backpropagated must not keep its records.
+    The caller enters it around the op alone. When every wrapper tensor computed
+    on it has died (a forward pass never backpropagated, ``model(x).detach()``),
+    or the tape has grown past its sweep mark, the graphs that no live wrapper
+    tensor can reach are freed first.
     """
     tape = _AMBIENT.tape
     if tape is None:
         tape = _AMBIENT.tape = Tape()
-    elif len(tape) >= _AMBIENT.sweep_at:
+    elif _AMBIENT.live.n <= 0 or len(tape) >= _AMBIENT.sweep_at:
         release_unused()
         tape = _AMBIENT.tape
         if tape is None:
@@ -111,6 +135,7 @@ def release() -> None:
         _AMBIENT.tape = None
         _AMBIENT.leaves = {}
         _AMBIENT.outputs = []
+        _AMBIENT.live = _Live()
         _AMBIENT.sweep_at = SWEEP_AT_LEAST
         tape.close()
 
@@ -182,6 +207,7 @@ def _live_outputs() -> list[Tensor]:
     # A tape kept open by a live result (a validation pass) would otherwise collect a
     # reference per op for as long as it stays open.
     _AMBIENT.outputs = kept
+    _AMBIENT.live.n = len(kept)  # exact again, whatever callbacks on other threads did
     return live
 
 
