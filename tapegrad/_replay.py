@@ -115,7 +115,9 @@ class Replayed(Generic[P, R]):
 
     def _note_retrace(self, call: Any, binding: Binding) -> None:
         """Warn, once, when a function keeps retracing, naming what changed last."""
-        previous, self._last_binding = self._last_binding, binding
+        # Without its arrays: holding them would keep the traced call's inputs
+        # (a model's first parameters and optimizer state) alive until the next trace.
+        previous, self._last_binding = self._last_binding, attrs.evolve(binding, arrays=[])
         if self.traces != RETRACE_WARNING_AFTER or previous is None:
             return
         warnings.warn(

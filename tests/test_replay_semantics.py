@@ -10,9 +10,11 @@ gave a silent difference from the eager run.
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -327,3 +329,19 @@ def test_print_of_a_traced_value_says_what_to_use() -> None:
         tg.replay(shows)(tg.tensor(1.0))
     with pytest.raises(ReplayError, match=exact(message)):
         tg.replay(lambda x: print(f"{x.data}") or x)(tg.tensor(1.0))
+
+
+# ---- review of the above ---------------------------------------------------------------------
+
+
+def test_a_traced_call_keeps_none_of_its_input_arrays_alive() -> None:
+    def step(w: Tensor, g: Tensor) -> Tensor:
+        return w - 0.1 * g
+
+    replayed = tg.replay(step, donate_argnums=0)
+    w, g = tg.tensor(np.ones(1000)), tg.tensor(np.ones(1000))
+    inputs = [weakref.ref(w.data), weakref.ref(g.data)]
+    w = replayed(w, g)
+    del g
+    gc.collect()
+    assert [ref() for ref in inputs] == [None, None]  # the retrace warning's memory holds no arrays
