@@ -250,7 +250,7 @@ def test_the_cache_is_bounded_and_a_changing_python_number_is_named() -> None:
 
 def test_a_0d_tensor_learning_rate_traces_once() -> None:
     replayed = tg.replay(lambda w, lr: w - lr * w)
-    w = tg.tensor(np.ones(3))
+    w = tg.tensor(np.ones(3, dtype=np.float32))  # tg.tensor(float) is float32 too
     for step in range(20):
         w = replayed(w, tg.tensor(0.1 * 0.99**step))
     assert replayed.traces == 1 and replayed.replays == 19
