@@ -582,3 +582,33 @@ def test_more_than_one_param_group_is_refused() -> None:
         "Adam.step(): param_groups has 2 groups; this wrapper supports one. Use one optimizer per "
         "group of parameters."
     )
+
+
+@pytest.mark.parametrize("update", ["in place", "optimizer"])
+def test_backward_after_updating_a_leaf_it_read_is_refused_as_in_pytorch(update: str) -> None:
+    ours, theirs = pair()
+    x, y = data(1)[0]
+    opt = tl.SGD(ours.parameters(), lr=0.1)
+    tl.CrossEntropyLoss()(ours(tl.Tensor(x)), tl.Tensor(y)).backward()  # every parameter has a grad
+    loss = tl.CrossEntropyLoss()(ours(tl.Tensor(x)), tl.Tensor(y))
+    if update == "optimizer":
+        opt.step()
+    else:
+        with tl.no_grad():
+            for p in ours.parameters():
+                assert p.grad is not None
+                p -= 0.1 * p.grad
+    with pytest.raises(RuntimeError) as info:
+        loss.backward()
+    assert str(info.value) == (
+        "backward(): a leaf of shape (3, 8) that this graph read was updated in place after it was read (by `-=` and the like under "
+        "no_grad(), or by optimizer.step()), so its gradient would be lost; call backward() before "
+        "updating it. PyTorch refuses this too: \"one of the variables needed for gradient "
+        "computation has been modified by an inplace operation\""
+    )
+    tloss = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y))
+    with torch.no_grad():
+        for q in theirs.parameters():
+            q.sub_(0.1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.backward(tloss)

@@ -39,6 +39,12 @@ NOT_RECORDED = (
     "backward(): this tensor does not require grad; it was not computed from any "
     "tensor with requires_grad=True since the last backward() or zero_grad()"
 )
+UPDATED_IN_PLACE = (
+    "backward(): a leaf of shape {shape} that this graph read was updated in place after it was "
+    "read (by `-=` and the like under no_grad(), or by optimizer.step()), so its gradient would "
+    "be lost; call backward() before updating it. PyTorch refuses this too: \"one of the variables "
+    "needed for gradient computation has been modified by an inplace operation\""
+)
 FREED = (
     "backward(): the graph behind this tensor was already freed, by an earlier backward() "
     "through it (or by torchlike.replay); compute it again, or pass retain_graph=True to the "
@@ -68,6 +74,8 @@ class _Ambient(threading.local):
     def __init__(self) -> None:
         self.tape: Tape | None = None
         self.leaves: dict[int, Tensor] = {}
+        # Each value a recorded op read from a leaf, by id: its leaf and the value, weakly.
+        self.read: dict[int, tuple[Tensor, weakref.ref[CoreTensor]]] = {}
         self.enabled = True
         # Wrapper tensors computed on the tape, weakly: a graph stays while one of them
         # lives. (A list of plain weak references: a WeakSet costs several times more.)
@@ -96,8 +104,11 @@ def grad_enabled() -> bool:
 
 
 def watch(leaf: Tensor) -> None:
-    """Remember ``leaf`` for ``backward()``: a recorded op read it."""
+    """Remember ``leaf`` for ``backward()``: a recorded op read it (its value now)."""
     _AMBIENT.leaves[id(leaf)] = leaf
+    value = leaf.value
+    if id(value) not in _AMBIENT.read:
+        _AMBIENT.read[id(value)] = (leaf, weakref.ref(value))
 
 
 def track(output: Tensor) -> None:
@@ -134,6 +145,7 @@ def release() -> None:
         _mark_freed([t.value for t in _live_outputs()])
         _AMBIENT.tape = None
         _AMBIENT.leaves = {}
+        _AMBIENT.read = {}
         _AMBIENT.outputs = []
         _AMBIENT.live = _Live()
         _AMBIENT.sweep_at = SWEEP_AT_LEAST
@@ -154,6 +166,7 @@ def release_unused() -> None:
     # Leaves no kept record reads cannot receive a gradient any more: let them go.
     read = {id(x) for record in take_records(tape, list(range(len(tape))), keep=True) for x in record[1]}
     _AMBIENT.leaves = {k: leaf for k, leaf in _AMBIENT.leaves.items() if id(leaf.value) in read}
+    _AMBIENT.read = {k: entry for k, entry in _AMBIENT.read.items() if k in read}
 
 
 def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> None:
@@ -177,6 +190,7 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
         records = take_records(tape, indices, keep=True)
         if _reaches_freed(records):
             raise RuntimeError(FREED)  # it shares values with a graph an earlier backward() freed
+        _refuse_updated_leaves(records)
         if not retain_graph:
             if len(records) == len(tape) or _only_live_result(root):
                 # The tape held this graph alone, or nothing else on it can still be
@@ -241,6 +255,16 @@ def _reaches_freed(records: list[Record]) -> bool:
             if ref is not None and ref() is x:
                 return True
     return False
+
+
+def _refuse_updated_leaves(records: list[Record]) -> None:
+    """Raise if ``records`` read a value that its leaf no longer holds (updated in place since)."""
+    read = _AMBIENT.read
+    for record in records:
+        for x in record[1]:
+            entry = read.get(id(x))
+            if entry is not None and entry[1]() is x and entry[0].value is not x:
+                raise RuntimeError(UPDATED_IN_PLACE.format(shape=x.shape))
 
 
 @contextmanager
