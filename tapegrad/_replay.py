@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import threading
 import warnings
 import weakref
 from collections import OrderedDict
@@ -46,6 +47,46 @@ RETRACE_WARNING_AFTER = 8
 
 class ReplayRetraceWarning(UserWarning):
     """A replayed function keeps being traced again: a static argument keeps changing."""
+
+
+# Effects (`tapegrad.debug.print`) of the replay running in this thread, held
+# until it has passed its last guard: a replay that falls back to the eager
+# function would otherwise perform them twice.
+_effects = threading.local()
+
+
+def perform(effect: Callable[[], None]) -> None:
+    """Perform a recorded effect now, or hold it while a replay may still fall back to eager."""
+    held: list[Callable[[], None]] | None = getattr(_effects, "held", None)
+    if held is None:
+        effect()
+    else:
+        held.append(effect)
+
+
+def note_effect_recorded() -> None:
+    """Tell the trace running in this thread that it recorded an effect."""
+    _effects.recorded = True
+
+
+def _holding_effects(run: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
+    """``run``, performing its effects only once it has passed its guards (or raised otherwise)."""
+
+    def run_holding(*arrays: Any) -> tuple[Any, ...]:
+        outer = getattr(_effects, "held", None)
+        held: list[Callable[[], None]] = []
+        _effects.held = held
+        try:
+            return run(*arrays)
+        except GuardFailed:
+            held.clear()  # the eager rerun performs them itself
+            raise
+        finally:
+            _effects.held = outer
+            for effect in held:
+                effect()
+
+    return run_holding
 
 
 @attrs.frozen
@@ -196,8 +237,10 @@ class Replayed(Generic[P, R]):
             traced_leaves.append(stand_ins[id(leaf)])
         call = treedef.unflatten(traced_leaves)
         args, kwargs = call
+        _effects.recorded = False
         with watch_global_random() as drew:
             result = self._fn(*args, **kwargs)
+        effects, _effects.recorded = _effects.recorded, False
         if drew():
             raise ReplayError(
                 "replay: the function drew numbers from NumPy's global random generator "
@@ -211,6 +254,8 @@ class Replayed(Generic[P, R]):
         values = [_value(recording, template, wrapper) for template, wrapper in outputs]
         safe = _safe_to_donate(recording, donated, kept_whole)
         run, source = compile_recording(recording, outputs, _function_name(self._fn), safe)
+        if effects:
+            run = _holding_effects(run)
         entry = _Entry(
             run, out_def, recording.writes_inputs, source, compile_guard(treedef, binding),
             tuple(k for k, slot in enumerate(recording.input_slots) if slot in safe),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+from ._replay import note_effect_recorded, perform
 from ._tensor import Tensor
 from ._traced import record_effect
 
@@ -19,7 +20,9 @@ __all__ = ["print"]
 
 
 def _show(fmt: str, *args: Any, **kwargs: Any) -> None:
-    builtins.print(fmt.format(*args, **kwargs))
+    # Formatted now: a replay may reuse these arrays' memory before the line is printed.
+    text = fmt.format(*args, **kwargs)
+    perform(lambda: builtins.print(text))
 
 
 def print(fmt: str, *args: Any, **kwargs: Any) -> None:  # noqa: A001 - jax.debug.print's name
@@ -33,5 +36,7 @@ def print(fmt: str, *args: Any, **kwargs: Any) -> None:  # noqa: A001 - jax.debu
     """
     raw = tuple(a.data if isinstance(a, Tensor) else a for a in args)
     raw_kwargs = {k: v.data if isinstance(v, Tensor) else v for k, v in kwargs.items()}
-    if not record_effect(_show, (fmt, *raw), raw_kwargs):
+    if record_effect(_show, (fmt, *raw), raw_kwargs):
+        note_effect_recorded()
+    else:
         _show(fmt, *raw, **raw_kwargs)

@@ -345,3 +345,45 @@ def test_a_traced_call_keeps_none_of_its_input_arrays_alive() -> None:
     del g
     gc.collect()
     assert [ref() for ref in inputs] == [None, None]  # the retrace warning's memory holds no arrays
+
+
+def test_debug_print_before_a_branch_that_flips_prints_once(capsys: pytest.CaptureFixture[str]) -> None:
+    def f(x: Tensor) -> Tensor:
+        tg.debug.print("x {}", x)
+        if bool((x.data > 0).all()):  # a guard after the print
+            return x * 2.0
+        return x * 3.0
+
+    replayed = tg.replay(f)
+    for value in [1.0, 2.0, -1.0, 3.0]:
+        replayed(tg.tensor(np.array([value])))
+    # The third call's replay printed, then failed its guard and ran eagerly: one line, not two.
+    assert capsys.readouterr().out.splitlines() == ["x [1.]", "x [2.]", "x [-1.]", "x [3.]"]
+    assert (replayed.replays, replayed.eager_calls) == (2, 1)
+
+
+def test_debug_print_shows_the_value_when_printed_not_after_its_buffer_is_reused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def f(x: Tensor) -> Tensor:
+        y = x * 2.0
+        tg.debug.print("y {}", y)
+        return ((y + 1.0) * 5.0 + 1.0) * 7.0  # y's buffer is dead, free for these results
+
+    replayed = tg.replay(f)
+    for value in [1.0, 2.0, 3.0]:
+        replayed(tg.tensor(np.array([value])))
+    assert capsys.readouterr().out.splitlines() == ["y [2.]", "y [4.]", "y [6.]"]
+
+
+def test_debug_print_before_an_error_prints_as_eagerly(capsys: pytest.CaptureFixture[str]) -> None:
+    def f(x: Tensor) -> Tensor:
+        tg.debug.print("x {}", x)
+        return x * 1e307
+
+    replayed = tg.replay(f)
+    for value in [1.0, 2.0]:
+        replayed(tg.tensor(np.array([value])))
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        replayed(tg.tensor(np.array([100.0])))
+    assert capsys.readouterr().out.splitlines() == ["x [1.]", "x [2.]", "x [100.]"]
