@@ -141,9 +141,10 @@ class Replayed(Generic[P, R]):
         entry = self._cache.get(binding.key)
         if entry is None:
             result, entry, traced = self._trace(leaves, treedef, binding)
-            self._unchecked = traced
-            if not self.defer_escape_check:
-                self.check_escapes()
+            if self.defer_escape_check:
+                self._unchecked = traced
+            else:  # checked here, not through the instance: another thread may be tracing too
+                _refuse_escapes(traced)
             self._cache[binding.key] = entry
             if len(self._cache) > MAX_CACHED_SIGNATURES:
                 self._cache.popitem(last=False)
