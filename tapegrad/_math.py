@@ -82,9 +82,11 @@ def pow(a: TensorLike, b: TensorLike) -> Tensor:  # noqa: A001 - NumPy's name
 def _pow_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
     a, b = inputs
     # b * a**(b-1) is 0 * inf = NaN at a == 0 for b == 0; x**0 is constant, so its
-    # gradient is 0, as in JAX and PyTorch. Where b == 0 the exponent becomes 1
-    # (b * a**1 is 0 there too), which keeps every higher derivative finite.
-    ga = g * b * a ** where(b == 0, 1, b - 1) if needs[0] else None
+    # gradient is 0, as in JAX and PyTorch. Where a == 0 and b == 0 the exponent
+    # becomes 1 (b * a**1 is 0 there too), which keeps every higher derivative
+    # finite. Only there: at a != 0 the exponent stays b - 1, so the mixed second
+    # derivative d/db (b * a**(b-1)) at b == 0 is 1/a, as finite differences say.
+    ga = g * b * a ** where(logical_and(a == 0, b == 0), 1, b - 1) if needs[0] else None
     # d(a**b)/db = a**b log a; at a == 0 the limit is 0, as JAX and PyTorch take it.
     gb = g * out * log(where(a == 0, 1, a)) if needs[1] else None
     return (ga, gb)

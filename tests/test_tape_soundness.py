@@ -57,6 +57,19 @@ def test_polynomial_features_have_finite_gradients_at_zero() -> None:
     np.testing.assert_allclose(grad, [-2.0, -2.0 + 6 * 0.5 + 1.5 * 0.25], rtol=1e-15)
 
 
+def test_the_mixed_second_derivative_of_a_power_at_exponent_zero_is_one_over_the_base() -> None:
+    # d/db (b * a**(b-1)) = a**(b-1) * (1 + b log a), which is 1/a at b = 0. (PyTorch and
+    # JAX mask the whole first derivative where b == 0, so they give 0 here.)
+    a, b = tg.tensor(np.array([0.5, 2.0, 4.0])), tg.tensor(np.zeros(3))
+    with tg.Tape() as outer:
+        with tg.Tape() as inner:
+            y = (a**b).sum()
+        da = inner.gradient(y, a)
+        total = da.sum()
+    np.testing.assert_array_equal(da.numpy(), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(outer.gradient(total, b).numpy(), [2.0, 0.5, 0.25])
+
+
 # ---- tapes closed out of order ---------------------------------------------------------------
 
 

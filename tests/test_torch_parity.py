@@ -96,6 +96,14 @@ def binary(
     return draw
 
 
+def _integer_power(d: Draw) -> Parity:
+    """``x**k`` for a small integer ``k``, on a base with zeros (x**0 once had a NaN gradient at 0)."""
+    k = d(st.sampled_from([-2, -1, 0, 1, 2, 3]))
+    elements = _elements(0.25, 3.0) if k < 0 else st.just(0.0) | _elements(-3.0, 3.0)
+    x = np.asarray(d(hnp.arrays(np.float64, _shape(d), elements=elements)), dtype=np.float64)
+    return Parity(lambda t: t**k, lambda t: t**k, [x])
+
+
 def _clip(d: Draw) -> Parity:
     x = _array(d, _shape(d))
     # At a bound the two libraries pick different (equally valid) subgradients.
@@ -248,6 +256,7 @@ OPS: dict[str, Callable[[Draw], Parity]] = {
     "div": binary(lambda a, b: a / b, lambda a, b: a / b, domain_b="nonzero"),
     "pow": binary(lambda a, b: a**b, lambda a, b: a**b, domain_a="positive"),
     "pow-scalar": unary(lambda t: t**3 + 2.0**t, lambda t: t**3 + 2.0**t),
+    "pow-integer-at-zero": _integer_power,
     "maximum": binary(tg.maximum, torch.maximum),
     "minimum": binary(tg.minimum, torch.minimum),
     "neg": unary(lambda t: -t, lambda t: -t),
