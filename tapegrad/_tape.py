@@ -115,7 +115,14 @@ class Tape:
     @contextmanager
     def _paused(self) -> Iterator[None]:
         """Leave this tape out of the active ones inside the block; other tapes go on."""
-        _ACTIVE.set(_without(_ACTIVE.get(), self))
+        active = _ACTIVE.get()
+        if not any(t is self for t in active):
+            # Not recording here (a gradient() after the block, inside its own
+            # stop_recording(), or on another thread): nothing to pause, and
+            # nothing to bring back at the end.
+            yield
+            return
+        _ACTIVE.set(_without(active, self))
         try:
             yield
         finally:

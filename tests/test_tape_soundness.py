@@ -110,6 +110,36 @@ def test_a_tape_closed_inside_another_tapes_pause_stays_closed() -> None:
     assert outer.gradient(y, x).item() == 4.0
 
 
+def test_gradient_inside_the_tapes_own_pause_does_not_resume_recording() -> None:
+    x = tg.tensor(np.array([1.0, 2.0]))
+    with tg.Tape(persistent=True) as tape:
+        y = (x * x).sum()
+        with tape.stop_recording():
+            np.testing.assert_array_equal(tape.gradient(y, x).numpy(), [2.0, 4.0])
+            assert not tape.recording
+            before = len(tape)
+            x * 3.0
+            assert len(tape) == before
+        assert tape.recording
+
+
+def test_gradient_from_another_thread_does_not_make_that_thread_record() -> None:
+    x = tg.tensor(np.array([1.0, 2.0]))
+    seen: list[tuple[bool, bool, list[float]]] = []
+    with tg.Tape(persistent=True) as tape:
+        y = (x * x).sum()
+
+        def worker() -> None:
+            grad = tape.gradient(y, x)
+            seen.append((tg.is_recording(), tape.recording, grad.numpy().tolist()))
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert tape.recording
+    assert seen == [(False, False, [2.0, 4.0])]
+
+
 # ---- complex values --------------------------------------------------------------------------
 
 
