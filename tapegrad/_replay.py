@@ -29,7 +29,7 @@ import numpy as np
 
 from . import _tree
 from ._flat import split
-from ._replay_random import watch_global_random
+from ._replay_random import generator_states, reachable_generators, same_states, watch_global_random
 from ._replay_signature import Binding, bind, compile_guard
 from ._replay_codegen import GuardFailed, compile_recording
 from ._tape import _ACTIVE
@@ -238,16 +238,13 @@ class Replayed(Generic[P, R]):
             traced_leaves.append(stand_ins[id(leaf)])
         call = treedef.unflatten(traced_leaves)
         args, kwargs = call
+        generators = reachable_generators(self._fn)
+        states = generator_states(generators)
         _effects.recorded = False
         with watch_global_random() as drew:
             result = self._fn(*args, **kwargs)
         effects, _effects.recorded = _effects.recorded, False
-        if drew():
-            raise ReplayError(
-                "replay: the function drew numbers from NumPy's global random generator "
-                "(np.random.*), which a replay would freeze at this call's draw; draw them outside "
-                "and pass them in as an argument"
-            )
+        _refuse_random_draws(drew(), generators, states)
         _refuse_changed_arguments(call, treedef, traced_leaves)
         out_leaves, out_def = _tree.flatten(result)
         outputs = [_output(recording, leaf) for leaf in out_leaves]
@@ -426,6 +423,29 @@ def _consume_donated(args: Any, donate_argnums: tuple[int, ...]) -> None:
             for leaf in _tree.leaves(args[i]):
                 if type(leaf) is Tensor:
                     object.__setattr__(leaf, "data", consumed)  # JAX deletes donated buffers alike
+
+
+def _refuse_random_draws(drew: str | None, generators: list[Any], states: list[Any]) -> None:
+    """Refuse a trace that drew random numbers a replay would freeze at this call's draw."""
+    if drew == "default_rng":
+        raise ReplayError(
+            "replay: the function made np.random.default_rng() without a seed, which draws "
+            "different numbers on every eager call, but a replay would freeze them at this call's "
+            "draw; draw them outside and pass them in as an argument (or give it a seed)"
+        )
+    if drew:
+        raise ReplayError(
+            "replay: the function drew numbers from NumPy's global random generator "
+            "(np.random.*), which a replay would freeze at this call's draw; draw them outside "
+            "and pass them in as an argument"
+        )
+    for g, before, after in zip(generators, states, generator_states(generators)):
+        if not same_states(before, after):
+            raise ReplayError(
+                f"replay: the function drew numbers from a {type(g).__name__} that it reads from "
+                "outside its arguments (a global, a closure cell or an attribute), which a replay "
+                "would freeze at this call's draw; draw them outside and pass them in as an argument"
+            )
 
 
 def _refuse_changed_arguments(call: Any, treedef: _tree.TreeDef, traced_leaves: list[Any]) -> None:

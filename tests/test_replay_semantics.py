@@ -387,3 +387,91 @@ def test_debug_print_before_an_error_prints_as_eagerly(capsys: pytest.CaptureFix
     with np.errstate(over="raise"), pytest.raises(FloatingPointError):
         replayed(tg.tensor(np.array([100.0])))
     assert capsys.readouterr().out.splitlines() == ["x [1.]", "x [2.]", "x [100.]"]
+
+
+# A generator the function reads from outside its arguments is frozen as one passed in would be.
+_MODULE_RNG = np.random.default_rng(0)
+
+
+def _drawn_from(kind: str) -> str:
+    return (
+        f"replay: the function drew numbers from a {kind} that it reads from outside its "
+        "arguments (a global, a closure cell or an attribute), which a replay would freeze at "
+        "this call's draw; draw them outside and pass them in as an argument"
+    )
+
+
+def _noisy_global(x: Tensor) -> Tensor:
+    return x + tg.tensor(_MODULE_RNG.normal(size=x.shape))
+
+
+class _Noisy:
+    def __init__(self) -> None:
+        self.rng = np.random.RandomState(0)
+
+    def step(self, x: Tensor) -> Tensor:
+        return x * tg.tensor(self.rng.uniform(size=x.shape))
+
+
+def test_a_global_generator_drawn_from_is_refused() -> None:
+    with pytest.raises(ReplayError, match=exact(_drawn_from("Generator"))):
+        tg.replay(_noisy_global)(tg.tensor(np.zeros(2)))
+
+
+def test_a_generator_in_a_closure_or_on_the_methods_object_is_refused() -> None:
+    rng = np.random.RandomState(1)
+
+    def noisy(x: Tensor) -> Tensor:
+        return x + tg.tensor(rng.normal(size=x.shape))
+
+    with pytest.raises(ReplayError, match=exact(_drawn_from("RandomState"))):
+        tg.replay(noisy)(tg.tensor(np.zeros(2)))
+    with pytest.raises(ReplayError, match=exact(_drawn_from("RandomState"))):
+        tg.replay(_Noisy().step)(tg.tensor(np.zeros(2)))
+    with pytest.raises(ReplayError, match=exact(_drawn_from("Generator"))):  # one call further down
+        tg.replay(lambda x: _noisy_global(x) * 2.0)(tg.tensor(np.zeros(2)))
+
+
+def test_an_unseeded_default_rng_is_refused_and_a_seeded_one_replays() -> None:
+    message = (
+        "replay: the function made np.random.default_rng() without a seed, which draws "
+        "different numbers on every eager call, but a replay would freeze them at this call's "
+        "draw; draw them outside and pass them in as an argument (or give it a seed)"
+    )
+    with pytest.raises(ReplayError, match=exact(message)):
+        tg.replay(lambda x: x + tg.tensor(np.random.default_rng().normal(size=2)))(tg.tensor(np.zeros(2)))
+    seeded = tg.replay(lambda x: x + tg.tensor(np.random.default_rng(3).normal(size=2)))
+    results = [seeded(tg.tensor(np.zeros(2))).numpy() for _ in range(3)]
+    np.testing.assert_array_equal(results[2], np.random.default_rng(3).normal(size=2))
+    assert seeded.replays == 2
+
+
+def test_a_generator_named_but_not_drawn_from_replays() -> None:
+    rng = np.random.default_rng(0)
+
+    def step(x: Tensor, noise: Tensor) -> Tensor:
+        if rng is None:  # named, never drawn from
+            return x
+        return x + noise
+
+    replayed = tg.replay(step)
+    for _ in range(3):
+        replayed(tg.tensor(np.zeros(2)), tg.tensor(rng.normal(size=2)))
+    assert replayed.replays == 2
+
+
+def test_the_wrappers_replay_refuses_a_global_generator_too() -> None:
+    from tapegrad import torchlike as tl
+
+    net = tl.Linear(3, 2)
+    opt = tl.SGD(net.parameters(), lr=0.1)
+
+    def step(x: tl.Tensor) -> tl.Tensor:
+        opt.zero_grad()
+        loss: tl.Tensor = net(x + tl.Tensor(_MODULE_RNG.normal(size=(4, 3)))).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    with pytest.raises(ReplayError, match=exact(_drawn_from("Generator"))):
+        tl.replay(step, net, opt)(tl.Tensor(np.ones((4, 3))))
