@@ -343,6 +343,10 @@ def test_equal_tensors_compare_equal_and_still_hash_by_identity() -> None:
     params = model.parameters()
     assert len(set(params)) == 4 and params[0] in params  # `in` checks identity first, as for torch
     assert bool(tl.Tensor(2.0) == tl.Tensor(2.0))
+    t, tt = tl.Tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])
+    ours: tuple[object, ...] = (t == None, t != None, t == "a")  # noqa: E711
+    theirs: tuple[object, ...] = (tt == None, tt != None, tt == "a")  # noqa: E711
+    assert ours == theirs == (False, True, False)
 
 
 def test_float_and_int_of_a_one_element_tensor() -> None:

@@ -181,9 +181,13 @@ class Tensor:
     # As in PyTorch, == and != compare element-wise and give a bool tensor; a tensor
     # still hashes by identity, so parameters can be kept in sets and dicts.
     def __eq__(self, o: object) -> Tensor:  # type: ignore[override]
+        if not isinstance(o, _COMPARABLE):
+            return NotImplemented  # as torch: `t == None` is False, by identity
         return apply_op(_math.equal, self, o)
 
     def __ne__(self, o: object) -> Tensor:  # type: ignore[override]
+        if not isinstance(o, _COMPARABLE):
+            return NotImplemented
         return apply_op(_math.not_equal, self, o)
 
     __hash__ = object.__hash__
@@ -260,6 +264,9 @@ class Tensor:
     def log(self) -> Tensor:
         """Element-wise natural logarithm."""
         return apply_op(_math.log, self)
+
+
+_COMPARABLE = (Tensor, CoreTensor, int, float, np.ndarray, np.generic)
 
 
 def apply_op(fn: Callable[..., CoreTensor], *args: Any) -> Tensor:
