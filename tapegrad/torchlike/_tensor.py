@@ -29,6 +29,11 @@ IN_PLACE_LEAF = (
 class Tensor:
     """``Tensor(data, requires_grad=False)``: the wrapper's tensor.
 
+    As in PyTorch: comparisons (``==``, ``<``, ...) are element-wise and give a
+    bool tensor, while hashing stays by identity (parameters go in sets and
+    dicts); ``float(loss)`` and ``int(t)`` read a one-element tensor; and
+    ``p -= lr * p.grad`` under ``no_grad()`` updates ``p`` itself.
+
     >>> from tapegrad.torchlike import Tensor
     >>> w = Tensor([1.0, 2.0], requires_grad=True)
     >>> loss = (w * w).sum()
