@@ -307,7 +307,7 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
     ...     opt.step()
     ...     return loss
     >>> step = tl.replay(train_step, net, opt)
-    >>> x, y = tl.Tensor([[1.0, 2.0, 3.0]]), tl.Tensor([[1.0]])
+    >>> x, y = tl.Tensor(tl.xp.array([[1.0, 2.0, 3.0]])), tl.Tensor(tl.xp.array([[1.0]]))
     >>> losses = [step(x, y).item() for _ in range(3)]
     >>> losses[2] < losses[0]
     True
