@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,15 +21,22 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class AnomalyState:
-    """An open `debug_nans` block: where each checked result was made."""
+    """The `debug_nans` blocks open in one thread or task, and where each checked result was made.
 
-    __slots__ = ("origins",)
+    A value, replaced (never changed) as blocks open and close, except for
+    ``origins``, which nested blocks share.
+    """
 
-    def __init__(self) -> None:
-        self.origins: dict[int, str] = {}
+    __slots__ = ("blocks", "origins", "numpy_errors")
+
+    def __init__(self, blocks: tuple[object, ...], origins: dict[int, str], numpy_errors: Any) -> None:
+        self.blocks = blocks
+        self.origins = origins
+        # NumPy's error settings from before the first block opened, restored when the last closes.
+        self.numpy_errors = numpy_errors
 
 
-#: The `debug_nans` block open in this thread or async task, if any. A context
+#: The `debug_nans` blocks open in this thread or async task, if any. A context
 #: variable, as the tapes are, so one thread's block never checks another's ops.
 ACTIVE: ContextVar[AnomalyState | None] = ContextVar("tapegrad_debug_nans", default=None)
 # Inside a backward rule, whose cotangents are checked as a whole.
@@ -51,15 +58,30 @@ def debug_nans() -> Iterator[None]:
     Traceback (most recent call last):
     FloatingPointError: `log` produced nan in its forward pass, called at ...
     """
-    outer = ACTIVE.get()
-    token = ACTIVE.set(outer if outer is not None else AnomalyState())
-    try:
+    # Each block is removed by itself when it closes, as a Tape is: blocks can close
+    # out of order (a generator or an ExitStack holding one), and resetting to the
+    # state at entry would switch off blocks opened since and revive closed ones.
+    block = object()
+    state = ACTIVE.get()
+    if state is None:
         # NumPy's own RuntimeWarning would fire first (and is an error under
-        # strict warning filters); this mode reports the op itself instead.
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            yield
+        # strict warning filters); this mode reports the op itself instead. Not
+        # np.errstate, which resets on exit and so has the same out-of-order trouble.
+        saved = np.seterr(divide="ignore", over="ignore", invalid="ignore")
+        ACTIVE.set(AnomalyState((block,), {}, saved))
+    else:
+        ACTIVE.set(AnomalyState((*state.blocks, block), state.origins, state.numpy_errors))
+    try:
+        yield
     finally:
-        ACTIVE.reset(token)
+        state = ACTIVE.get()
+        if state is not None and any(b is block for b in state.blocks):
+            rest = tuple(b for b in state.blocks if b is not block)
+            if rest:
+                ACTIVE.set(AnomalyState(rest, state.origins, state.numpy_errors))
+            else:
+                ACTIVE.set(None)
+                np.seterr(**state.numpy_errors)
 
 
 @contextmanager

@@ -239,6 +239,25 @@ def test_debug_nans_checks_a_thread_that_opens_it_while_another_does_not() -> No
     assert errors == ["`sqrt` produced nan in its forward pass"]
 
 
+def _debug_nans_held_by_a_generator() -> Generator[None, None, None]:
+    with tg.debug_nans():
+        yield
+
+
+def test_a_debug_nans_block_closed_out_of_order_leaves_the_other_checking() -> None:
+    numpy_errors = np.geterr()
+    held = _debug_nans_held_by_a_generator()
+    next(held)
+    with tg.debug_nans():
+        held.close()  # closes the first block while the second is open
+        with pytest.raises(FloatingPointError, match="^" + re.escape("`log` produced nan in its forward pass")):
+            tg.log(tg.tensor([-1.0]))
+    # Neither block comes back to life, and NumPy's error settings are what they were.
+    assert np.geterr() == numpy_errors
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(tg.log(tg.tensor([-1.0])).numpy()[0])
+
+
 # ---- pytree structures are freed -------------------------------------------------------------
 
 
