@@ -616,3 +616,29 @@ def test_backward_after_updating_a_leaf_it_read_is_refused_as_in_pytorch(update:
             q.sub_(0.1)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         torch.autograd.backward(tloss)
+
+
+def test_a_tensor_the_step_names_is_read_again_after_it_changes() -> None:
+    made = twins()
+    steps = []
+    scales = []
+    for model, opt, crit, _ in made:
+        scale = tl.Tensor(np.array(2.0))  # neither a module's nor an optimizer's: read from the closure
+
+        def step(x: tl.Tensor, y: tl.Tensor, model: Gated = model, opt: tl.SGD = opt,
+                 crit: tl.CrossEntropyLoss = crit, scale: tl.Tensor = scale) -> tl.Tensor:
+            opt.zero_grad()
+            loss: tl.Tensor = crit(model(x) * scale, y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        steps.append(step)
+        scales.append(scale)
+    eager, replayed = steps[0], tl.replay(steps[1], made[1][0], made[1][1])
+    for i, (x, y) in enumerate(data(6)):
+        if i == 3:
+            for scale in scales:
+                scale.data = np.array(-1.0)
+        assert eager(tl.Tensor(x), tl.Tensor(y)).item() == replayed(tl.Tensor(x), tl.Tensor(y)).item()
+    assert replayed.replayed.traces == 3  # type: ignore[attr-defined]

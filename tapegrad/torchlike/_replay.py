@@ -33,9 +33,27 @@ from ._tensor import Tensor
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: A step's signature keeps its state's description for this many signatures (as the replay's cache).
+#: What a trace changed in the objects is kept for this many signatures (as the replay's cache).
 MAX_SIGNATURES = 32
+#: A list, tuple or dict longer than this that no module or optimizer holds (a data set the
+#: step indexes) is guarded by identity and length, not item by item; its items are constants.
+WALKED_AT_MOST = 64
 _BY_VALUE = frozenset({bool, int, str, bytes, type(None)})
+
+
+class _Identity:
+    """A key part equal only to the same object, which it keeps alive (an id could be reused)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Identity) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
 
 
 class _Scan:
@@ -100,7 +118,7 @@ class _Scan:
             self._check(f"type({var}) is not float or {var}.hex() != {self._const(value.hex())}")
             return
         if isinstance(value, np.ndarray | CoreTensor):  # frozen into the trace: by identity
-            self.add(path, ("array", id(value)))
+            self.add(path, ("array", _Identity(value)))
             self._check(f"{var} is not {self._const(value)}")
             return
         seen = self._seen.get(id(value))
@@ -111,13 +129,17 @@ class _Scan:
         if isinstance(value, Tensor | Module | Optimizer | list | tuple | dict):
             self._seen[id(value)] = len(self.entries)
             self._check(f"{var} is not {self._const(value)}")
+            if not held and isinstance(value, list | tuple | dict) and len(value) > WALKED_AT_MOST:
+                self.add(path, (cls, len(value), _Identity(value)))
+                self._check(f"len({var}) != {len(value)}")
+                return
         if isinstance(value, Tensor):
             flag = (value, "requires_grad", None)  # the one thing of a tensor a step may set
             if held:
-                self.add(path, ("state", len(self.tensors), id(value), value.requires_grad), flag)
+                self.add(path, ("state", len(self.tensors), _Identity(value), value.requires_grad), flag)
                 self.tensors.append(value)
             else:  # frozen into the trace: by the identity of its value
-                self.add(path, ("tensor", id(value.value), value.requires_grad), flag)
+                self.add(path, ("tensor", _Identity(value.value), value.requires_grad), flag)
                 self._check(f"{var}.value is not {self._const(value.value)}")
             self._check(f"{var}.requires_grad is not {value.requires_grad}")
         elif isinstance(value, Module | Optimizer):
@@ -149,7 +171,7 @@ class _Scan:
                 self.add(path, key, setter)
                 self._check(f"static_key({var}) != {self._const(key)}")
             except ReplayError:  # not hashable: by identity
-                self.add(path, ("object", cls, id(value)), setter)
+                self.add(path, ("object", cls, _Identity(value)), setter)
                 self._check(f"{var} is not {self._const(value)}")
 
     def unchanged(self) -> Callable[[list[Callable[[], Any]]], bool]:
