@@ -475,3 +475,25 @@ def test_the_wrappers_replay_refuses_a_global_generator_too() -> None:
 
     with pytest.raises(ReplayError, match=exact(_drawn_from("Generator"))):
         tl.replay(step, net, opt)(tl.Tensor(np.ones((4, 3))))
+
+
+def test_donated_views_of_one_array_that_do_not_overlap_still_replay_in_place() -> None:
+    step = tg.replay(_axpy, donate_argnums=0)
+    for _ in range(2):
+        step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    base = np.arange(8.0)
+    out = step(Tensor(base[:4]), Tensor(base[4:]))  # one owner, disjoint halves
+    np.testing.assert_array_equal(out.numpy(), np.arange(4.0) * 2 + np.arange(4.0, 8.0))
+    assert (step.replays, step.eager_calls) == (2, 0)
+
+
+def test_donated_memory_owned_by_a_buffer_is_compared_by_extent() -> None:
+    step = tg.replay(_axpy, donate_argnums=0)
+    for _ in range(2):
+        step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    memory = bytearray(np.arange(4.0).tobytes())
+    w, v = np.frombuffer(memory), np.frombuffer(memory)  # two arrays, one bytearray
+    out = step(Tensor(w), Tensor(v))
+    np.testing.assert_array_equal(out.numpy(), np.arange(4.0) * 3)
+    np.testing.assert_array_equal(w, np.arange(4.0))
+    assert step.eager_calls == 1
