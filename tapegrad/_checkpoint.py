@@ -281,7 +281,8 @@ def _open_archive(file: Path) -> Iterator[_Archive]:
             )
         try:
             opened = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        # NotImplementedError: zipfile's answer to a damaged "version needed to extract".
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
             raise CheckpointError(_truncated(file, str(exc))) from None
         with opened:
             yield _Archive(opened, size)
@@ -375,7 +376,8 @@ def _read_member(
             return np.lib.format.read_array(member, allow_pickle=False)
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    # NotImplementedError: zipfile's answer to damaged flag bits (patched data, strong encryption).
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
         raise CheckpointError(_truncated(file, str(exc) or type(exc).__name__)) from None
 
 

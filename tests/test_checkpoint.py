@@ -439,6 +439,33 @@ def test_a_header_member_that_declares_2_31_bytes(tmp_path: Path) -> None:
     assert peak < 2**20, f"loading allocated {peak} bytes"
 
 
+@pytest.mark.parametrize(
+    ("offset", "value", "detail"),
+    [
+        (6, b"\xff\x00", "zip file version 25.5"),  # "version needed to extract"
+        (8, b"\x20\x00", "compressed patched data (flag bit 5)"),  # general-purpose flags
+        (8, b"\x40\x00", "strong encryption (flag bit 6)"),
+    ],
+    ids=["extract-version", "flag-bit-5", "flag-bit-6"],
+)
+def test_zip_features_zipfile_cannot_read(
+    tmp_path: Path, offset: int, value: bytes, detail: str
+) -> None:
+    # zipfile raises NotImplementedError for these, on opening the archive or the member.
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, {"w": np.arange(3.0)})
+    data = bytearray(path.read_bytes())
+    # The header's entry in the central directory: 46 fixed bytes, then the member's name.
+    entry = data.rindex(b"__tapegrad__.npy") - 46
+    assert data[entry : entry + 4] == b"PK\x01\x02"
+    data[entry + offset : entry + offset + 2] = value
+    path.write_bytes(bytes(data))
+    expected = f"{path}: truncated or corrupt checkpoint ({detail}); {TRUNCATED_FIX}"
+    assert load_error(path, {"w": np.zeros(3)}) == expected
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        checkpoint.load_metadata(path)
+
+
 def test_a_compressed_member_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.ckpt"
     header = {"format": "tapegrad-checkpoint", "version": 1, "metadata": {}, "leaves": []}
