@@ -162,12 +162,10 @@ class Replayed(Generic[P, R]):
         previous, self._last_binding = self._last_binding, attrs.evolve(binding, arrays=[])
         if self.traces != RETRACE_WARNING_AFTER or previous is None:
             return
+        cause, advice = _what_changed(previous, binding, call)
         warnings.warn(
             f"replay: `{getattr(self._fn, '__name__', 'fn')}` has been traced {self.traces} "
-            f"times; the last trace was caused by {_what_changed(previous, binding, call)}. "
-            "Python numbers and other non-array arguments are part of the signature, so a value "
-            "that changes every call retraces every call: pass it as a 0-d tensor "
-            "(tapegrad.tensor(value)) instead.",
+            f"times; the last trace was caused by {cause}. {advice}",
             ReplayRetraceWarning,
             stacklevel=3,
         )
@@ -513,17 +511,33 @@ def _argument_path(path: str) -> str:
     return "kwargs" + path[3:] if path.startswith("[1]") else path
 
 
-def _what_changed(before: Binding, after: Binding, call: Any) -> str:
-    """Which argument made ``after`` a new signature, in words."""
+_STATIC_ADVICE = (
+    "Python numbers and other non-array arguments are part of the signature, so a value "
+    "that changes every call retraces every call: pass it as a 0-d tensor "
+    "(tapegrad.tensor(value)) instead."
+)
+_ARRAY_ADVICE = (
+    "Each array's shape, dtype and memory layout are part of the signature: pad or bucket "
+    "the inputs to a few shapes, and pass contiguous arrays of one dtype."
+)
+_STRUCTURE_ADVICE = (
+    "The arguments' structure (containers, their keys and lengths) is part of the signature: "
+    "keep it the same from call to call."
+)
+
+
+def _what_changed(before: Binding, after: Binding, call: Any) -> tuple[str, str]:
+    """Which argument made ``after`` a new signature, and what to do, in words."""
     paths, leaves, _ = _tree.flatten_with_paths(call)
     if cast(tuple[Any, ...], before.key)[0] != cast(tuple[Any, ...], after.key)[0]:
-        return "a change in the structure of the arguments"
+        return "a change in the structure of the arguments", _STRUCTURE_ADVICE
     for path, value, a, b in zip(paths, leaves, before.leaves, after.leaves):
         if a != b:
             if a.role == b.role == "static":
-                return f"{_argument_path(path)} (a {type(value).__name__}, now {value!r:.40}) changing value"
-            return f"{_argument_path(path)} changing shape, dtype or memory layout"
-    return "a change in an array's shape, dtype or memory layout"
+                changed = f"{_argument_path(path)} (a {type(value).__name__}, now {value!r:.40}) changing value"
+                return changed, _STATIC_ADVICE
+            return f"{_argument_path(path)} changing shape, dtype or memory layout", _ARRAY_ADVICE
+    return "a change in an array's shape, dtype or memory layout", _ARRAY_ADVICE
 
 
 def _function_name(fn: Callable[..., Any]) -> str:

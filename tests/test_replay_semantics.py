@@ -497,3 +497,31 @@ def test_donated_memory_owned_by_a_buffer_is_compared_by_extent() -> None:
     np.testing.assert_array_equal(out.numpy(), np.arange(4.0) * 3)
     np.testing.assert_array_equal(w, np.arange(4.0))
     assert step.eager_calls == 1
+
+
+def _retrace_warnings(replayed: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for call in calls:
+            replayed(*call)
+    return [str(w.message) for w in caught if issubclass(w.category, tg.ReplayRetraceWarning)]
+
+
+def test_a_retrace_warning_for_changing_shapes_advises_buckets_not_a_0d_tensor() -> None:
+    def mean(x: Tensor) -> Tensor:
+        return x.mean()
+
+    n = _replay.RETRACE_WARNING_AFTER
+    shapes = [(tg.tensor(np.ones(size)),) for size in range(1, n + 1)]
+    assert _retrace_warnings(tg.replay(mean), shapes) == [
+        f"replay: `mean` has been traced {n} times; the last trace was caused by args[0] changing "
+        "shape, dtype or memory layout. Each array's shape, dtype and memory layout are part of "
+        "the signature: pad or bucket the inputs to a few shapes, and pass contiguous arrays of "
+        "one dtype."
+    ]
+    structures = [([tg.tensor(np.ones(2))] * k,) for k in range(1, n + 1)]
+    assert _retrace_warnings(tg.replay(lambda xs: xs[0] * 2.0), structures) == [
+        f"replay: `<lambda>` has been traced {n} times; the last trace was caused by a change in "
+        "the structure of the arguments. The arguments' structure (containers, their keys and "
+        "lengths) is part of the signature: keep it the same from call to call."
+    ]
