@@ -10,6 +10,7 @@ call's values.
 from __future__ import annotations
 
 import builtins
+import sys
 from typing import Any
 
 from ._replay import note_effect_recorded, perform
@@ -28,15 +29,26 @@ def _show(fmt: str, *args: Any, **kwargs: Any) -> None:
 def print(fmt: str, *args: Any, **kwargs: Any) -> None:  # noqa: A001 - jax.debug.print's name
     """Print ``fmt.format(*args, **kwargs)`` on every call, eager or replayed.
 
-    Tensors are formatted as their arrays.
+    Tensors (and the PyTorch-style wrapper's tensors) are formatted as their arrays.
 
     >>> import tapegrad as tg
     >>> tg.debug.print("loss {:.2f} at step {}", tg.tensor(0.25), 3)
     loss 0.25 at step 3
     """
-    raw = tuple(a.data if isinstance(a, Tensor) else a for a in args)
-    raw_kwargs = {k: v.data if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+    raw = tuple(_array_of(a) for a in args)
+    raw_kwargs = {k: _array_of(v) for k, v in kwargs.items()}
     if record_effect(_show, (fmt, *raw), raw_kwargs):
         note_effect_recorded()
     else:
         _show(fmt, *raw, **raw_kwargs)
+
+
+def _array_of(value: Any) -> Any:
+    """A tensor's array (traced inside a replay's trace); any other value as it is."""
+    if isinstance(value, Tensor):
+        return value.data
+    # The wrapper's tensors exist only once it is imported; it is not imported for them.
+    wrapper = sys.modules.get("tapegrad.torchlike._tensor")
+    if wrapper is not None and isinstance(value, wrapper.Tensor):
+        return value.value.data
+    return value

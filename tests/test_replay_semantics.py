@@ -525,3 +525,30 @@ def test_a_retrace_warning_for_changing_shapes_advises_buckets_not_a_0d_tensor()
         "the structure of the arguments. The arguments' structure (containers, their keys and "
         "lengths) is part of the signature: keep it the same from call to call."
     ]
+
+
+def test_debug_print_of_the_wrappers_tensors_prints_on_every_replayed_step(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tapegrad import torchlike as tl
+
+    net = tl.Linear(2, 1)
+    net.weight.value = tg.tensor(np.ones_like(net.weight.value.data))
+    assert net.bias is not None
+    net.bias.value = tg.tensor(np.zeros_like(net.bias.value.data))
+    opt = tl.SGD(net.parameters(), lr=0.25)
+
+    def step(x: tl.Tensor) -> tl.Tensor:
+        opt.zero_grad()
+        loss: tl.Tensor = net(x).sum()
+        tg.debug.print("loss {}", loss)
+        loss.backward()
+        opt.step()
+        return loss
+
+    replayed = tl.replay(step, net, opt)
+    x = np.ones((1, 2), dtype=net.weight.value.dtype)
+    for _ in range(3):
+        replayed(tl.Tensor(x))
+    step(tl.Tensor(x))  # eagerly, the same line
+    assert capsys.readouterr().out.splitlines() == ["loss 2.0", "loss 1.25", "loss 0.5", "loss -0.25"]
