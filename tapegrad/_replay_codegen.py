@@ -70,6 +70,8 @@ def _statement(src: _Source, ins: Instruction) -> str:
         return f"if {'not ' if ins.fn else ''}{args[0]}: raise _GuardFailed"
     if ins.kind == "shape_guard":
         return f"if {args[0]}.shape != {src.const(ins.fn)}: raise _GuardFailed"
+    if ins.kind == "dtype_guard":
+        return f"if {args[0]}.dtype != {src.const(ins.fn)}: raise _GuardFailed"
     if ins.kind == "setitem":
         return f"{args[0]}[{args[1]}] = {args[2]}"
     if ins.kind == "getitem":

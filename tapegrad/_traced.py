@@ -68,7 +68,17 @@ _METADATA_FUNCTIONS = frozenset(
 _VALUE_SHAPED_FUNCTIONS = frozenset(
     {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.unique_values, np.unique_counts,
      np.unique_inverse, np.unique_all, np.setdiff1d, np.intersect1d, np.union1d, np.setxor1d,
-     np.bincount, np.compress, np.extract, np.trim_zeros, np.repeat, np.where, np.delete}
+     np.bincount, np.compress, np.extract, np.trim_zeros, np.repeat, np.where, np.delete,
+     np.insert,  # a boolean `obj` is a mask, like np.delete's
+     np.histogram, np.histogram_bin_edges, np.histogram2d, np.histogramdd,  # bins="auto"
+     np.ix_, np.roots, np.polydiv, np.linalg.lstsq}  # masks; leading zeros trimmed; residuals at full rank
+)
+# NumPy functions whose result's *dtype* depends on the values (complex only
+# where a result is complex): each replay checks the dtype too.
+_VALUE_TYPED_FUNCTIONS = frozenset(
+    {np.roots, np.poly, np.real_if_close, np.linalg.eig, np.linalg.eigvals, np.emath.sqrt,
+     np.emath.log, np.emath.log2, np.emath.log10, np.emath.logn, np.emath.power,
+     np.emath.arccos, np.emath.arcsin, np.emath.arctanh}
 )
 # NumPy functions that write into their first argument instead of returning a result.
 _WRITING_FUNCTIONS = frozenset(
@@ -111,9 +121,10 @@ class Instruction:
     ``kind`` is ``"call"`` (``fn(*args, **kwargs)``), ``"method"``
     (``args[0].<fn>(*args[1:], **kwargs)``), ``"attribute"``
     (``args[0].<fn>``), ``"getitem"``, ``"setitem"``, ``"guard"`` (the truth
-    of ``args[0]`` must be ``fn``) or ``"shape_guard"`` (``args[0].shape``
-    must be ``fn``). ``outs`` are the slots the step defines: none for a
-    statement, one for a value, several when a tuple result is unpacked.
+    of ``args[0]`` must be ``fn``), ``"shape_guard"`` (``args[0].shape``
+    must be ``fn``) or ``"dtype_guard"`` (``args[0].dtype`` must be ``fn``).
+    ``outs`` are the slots the step defines: none for a statement, one for a
+    value, several when a tuple result is unpacked.
     """
 
     kind: str
@@ -381,10 +392,17 @@ class Traced(NDArrayOperatorsMixin):
         if func in _WRITING_FUNCTIONS and args:
             rec.note_write(args[0])
         result = rec.record("call", func, args, kwargs, lambda a, k: func(*a, **k))
-        if func in _VALUE_SHAPED_FUNCTIONS and (func is not np.where or len(args) == 1):
+        shaped = func in _VALUE_SHAPED_FUNCTIONS and (func is not np.where or len(args) == 1)
+        typed = func in _VALUE_TYPED_FUNCTIONS
+        if shaped or typed:
+            # A guard, not trust: a replay that computed another shape or dtype here
+            # would write it into buffers planned for the trace's (broadcasting silently).
             for item in result if isinstance(result, tuple | list) else (result,):
                 if type(item) is Traced:
-                    rec.guard(item, "shape_guard", np.shape(item.value))
+                    if shaped:
+                        rec.guard(item, "shape_guard", np.shape(item.value))
+                    if typed:
+                        rec.guard(item, "dtype_guard", np.result_type(item.value))
         return result
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> NoReturn:

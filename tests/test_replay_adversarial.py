@@ -717,3 +717,55 @@ def test_torchlike_step_with_a_gradientless_parameter_and_a_tuple_result(kind: s
         assert (p.grad is None) == (q.grad is None)
     replayed = step.replayed  # type: ignore[attr-defined]
     assert replayed.replays == 4
+
+
+# ---- value-dependent shapes and dtypes, against a buffer planned for the trace's -------------
+
+
+def _poly_of(x: Array) -> Any:
+    return np.poly(x)
+
+
+# Each function's first input fixes the traced result; a later one changes its shape (or its
+# dtype: real, or complex only where a value is). Unguarded, the replay wrote the new result
+# into the dead buffer planned for the traced one: broadcast ([-2, -2] for [-2]) or a cast error.
+VALUE_DEPENDENT: dict[str, tuple[Callable[[Array], Any], list[Any]]] = {
+    "delete-mask": (lambda x: np.delete(x, x > 0.5), [[0.0, 0.0, 2.0], [0.0, 1.0, 2.0]]),
+    "insert-mask": (lambda x: np.insert(x, x > 0.5, 7.0), [[0.0, 1.0, 2.0], [0.0, 0.0, 2.0]]),
+    "nonzero": (lambda x: x[np.nonzero(x > 0.5)], [[0.0, 1.0, 2.0], [0.0, 0.0, 2.0]]),
+    "boolean-index": (lambda x: x[x > 0.5], [[0.0, 1.0, 2.0], [0.0, 0.0, 2.0]]),
+    "ix_-mask": (lambda x: x[np.ix_(x > 0.5)], [[0.0, 1.0, 2.0], [0.0, 0.0, 2.0]]),
+    "unique": (np.unique, [[0.0, 1.0, 2.0], [0.0, 0.0, 2.0]]),
+    "histogram-auto": (lambda x: np.histogram(x, bins="auto")[0],
+                       [[0.0, 1, 2, 3, 4, 5, 6, 7], [0.0, 0, 0, 0, 0, 0, 0, 100]]),
+    "histogram_bin_edges": (lambda x: np.histogram_bin_edges(x, bins="auto"),
+                            [[0.0, 1, 2, 3, 4, 5, 6, 7], [0.0, 0, 0, 0, 0, 0, 0, 100]]),
+    "roots-count": (np.roots, [[1.0, -3.0, 2.0], [0.0, 1.0, -1.0]]),
+    "polydiv-remainder": (lambda x: np.polydiv(x, np.array([1.0, 0.0, 1.0]))[1],
+                          [[1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0]]),
+    "lstsq-residuals": (lambda x: np.linalg.lstsq(x, np.ones(3))[1],
+                        [[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]]),
+    "roots-dtype": (np.roots, [[1.0, -3.0, 2.0], [1.0, 0.0, 1.0]]),
+    "eigvals-dtype": (np.linalg.eigvals, [[[1.0, 0.0], [0.0, 2.0]], [[0.0, -1.0], [1.0, 0.0]]]),
+    "eig-dtype": (lambda x: np.linalg.eig(x).eigenvalues, [[[1.0, 0.0], [0.0, 2.0]], [[0.0, -1.0], [1.0, 0.0]]]),
+    "emath.sqrt-dtype": (np.emath.sqrt, [[1.0, 4.0], [-1.0, 4.0]]),
+    "real_if_close-dtype": (lambda x: np.real_if_close(x + 1j * (x > 5.0)), [[1.0, 4.0], [1.0, 9.0]]),
+    "poly-dtype": (_poly_of, [[1j, -1j], [1j, 2.0]]),
+}
+
+
+@pytest.mark.parametrize(("fn", "inputs"), VALUE_DEPENDENT.values(), ids=VALUE_DEPENDENT.keys())
+def test_a_value_dependent_result_never_lands_in_a_buffer_planned_for_another(
+    fn: Callable[[Array], Any], inputs: list[Any]
+) -> None:
+    planned = np.asarray(fn(np.array(inputs[0]))) * 1.0
+
+    def step(x: Array, scratch: Array) -> tuple[Any, Any]:
+        total = (scratch * 3.0).sum()  # a dead buffer of the traced result's shape and dtype
+        return fn(x) * 1.0, total
+
+    scratch = np.ones(planned.shape, planned.dtype)
+    makers = [(lambda v: lambda: (np.array(v), scratch.copy()))(v) for v in [*inputs, inputs[0]]]
+    replayed = compare(step, makers)
+    # The changed call ran eagerly; the first signature's values replay again afterwards.
+    assert (replayed.traces, replayed.replays, replayed.eager_calls) == (1, 1, 1)
