@@ -151,6 +151,12 @@ class TreeDef:
             object.__setattr__(self, "_builder", builder)  # a cache, not part of the value
         return builder(items)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy or an unpickled structure is the interned one (never a second object
+        # equal in value, which `==` would call different), and the cached builder,
+        # a generated function, is not pickled.
+        return (_restore, (self.node, self.aux, self.children))
+
     def _build(self, it: Any) -> Any:
         if self.node is None:
             return next(it)
@@ -237,6 +243,11 @@ def _intern(node: type, aux: Hashable, children: tuple[TreeDef, ...]) -> TreeDef
                 _RECENT.clear()
             _RECENT[key] = found
     return found
+
+
+def _restore(node: type | None, aux: Hashable, children: tuple[TreeDef, ...]) -> TreeDef:
+    """The interned structure with these parts (how `TreeDef` is copied and unpickled)."""
+    return _LEAF if node is None else _intern(node, aux, children)
 
 
 def _flatten(tree: Any, leaves: list[Any]) -> TreeDef:

@@ -7,7 +7,9 @@ that were kept for ever.
 
 from __future__ import annotations
 
+import copy
 import gc
+import pickle
 import re
 import threading
 import time
@@ -276,3 +278,13 @@ def test_a_structure_in_use_stays_the_same_object_after_the_cache_empties() -> N
         tg.tree.flatten({f"k{i}": 0})
     _, again = tg.tree.flatten(params)
     assert again is kept and again == kept
+
+
+def test_a_copied_or_unpickled_structure_is_the_interned_one() -> None:
+    params = {"w": tg.tensor(1.0), "layers": [(tg.tensor(2.0), None)]}
+    leaves, treedef = tg.tree.flatten(params)
+    treedef.unflatten(leaves)  # caches the generated builder on the structure
+    for again in (pickle.loads(pickle.dumps(treedef)), copy.deepcopy(treedef), copy.copy(treedef)):
+        assert again is treedef
+    leaf = tg.tree.structure(tg.tensor(1.0))
+    assert pickle.loads(pickle.dumps(leaf)) is leaf
