@@ -95,14 +95,61 @@ def compute_binary(op: str, a: TensorLike, b: TensorLike, fn: Callable[[Any, Any
         raise
 
 
+def mixed_floats(op: str, da: Any, db: Any) -> TypeError:
+    """The error for two floating dtypes of different widths, which no op promotes."""
+    return TypeError(
+        f"`{op}`: operands have dtypes {da} and {db}; floating dtypes of different widths "
+        f"are never promoted silently. Cast one first, e.g. x.astype('{da}') or "
+        f"x.astype('{db}')"
+    )
+
+
+def _cast_to(x: Any, dtype: Any) -> Any:
+    """``x`` (an integer or boolean operand) in the floating ``dtype``, unrecorded."""
+    if isinstance(x, Tensor):
+        return Tensor(x.data.astype(dtype))
+    return np.asarray(x).astype(dtype) if isinstance(x, np.generic) else x.astype(dtype)
+
+
+def unify(op: str, a: Any, b: Any) -> tuple[Any, Any]:
+    """The operands under tapegrad's promotion rule (stated in the README).
+
+    Python numbers are weak and left to NumPy (NEP 50), so they take the
+    other operand's dtype; so are NumPy scalars (``np.sqrt(2.0)``), as in
+    PyTorch, where NumPy would make float32 times ``np.float64`` float64. Two floating operands of different widths raise:
+    NumPy would compute float32 with float64 in float64, silently and at half
+    speed. An integer or boolean operand beside a floating one takes the
+    floating dtype, as in PyTorch and JAX (NumPy would make int64 with
+    float32 float64); it is not differentiable, so its cast is not recorded.
+    """
+    if isinstance(a, np.generic) and a.dtype.kind in "biuf":
+        a = a.item()
+    if isinstance(b, np.generic) and b.dtype.kind in "biuf":
+        b = b.item()
+    da = getattr(a.data if isinstance(a, Tensor) else a, "dtype", None)
+    db = getattr(b.data if isinstance(b, Tensor) else b, "dtype", None)
+    if da is None or db is None or da == db:
+        return a, b
+    fa, fb = da.kind == "f", db.kind == "f"
+    if fa and fb:
+        raise mixed_floats(op, da, db)
+    if fa and db.kind in "iub":
+        return a, _cast_to(b, da)
+    if fb and da.kind in "iub":
+        return _cast_to(a, db), b
+    return a, b
+
+
 def binary(prim: Primitive, a: TensorLike, b: TensorLike, fn: Callable[[Any, Any], Any]) -> Tensor:
     """Run a broadcasting binary op and record it with both operands as tensors."""
-    if type(a) is Tensor and type(b) is Tensor:  # the common case, without the checks
+    if type(a) is Tensor and type(b) is Tensor and a.data.dtype == b.data.dtype:
+        # The common case, without the checks.
         try:
             result = fn(a.data, b.data)
         except (ValueError, TypeError):
             result = compute_binary(prim.name, a, b, fn)  # raises, worded to teach
         return emit(prim, (a, b), result)
+    a, b = unify(prim.name, a, b)
     result = compute_binary(prim.name, a, b, fn)
     if _ACTIVE.get():
         dtype = getattr(result, "dtype", None)

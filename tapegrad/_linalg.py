@@ -9,8 +9,7 @@ import math
 
 import numpy as np
 
-from ._dispatch import as_tensor, same_device
-from ._math import cast
+from ._dispatch import as_tensor, mixed_floats, same_device
 from ._primitive import primitive
 from ._reduce import sum as _sum
 from ._shape import reshape, swapaxes
@@ -29,22 +28,32 @@ def _mismatch(a: Tensor, b: Tensor) -> ValueError:
     return ValueError(f"`matmul`: shapes {a.shape} and {b.shape} do not align{hint}")
 
 
-def _promote(*tensors: Tensor) -> tuple[Tensor, ...]:
-    """The operands cast, on the tape, to their common dtype.
+def _check_dtypes(op: str, names: tuple[str, ...], *tensors: Tensor) -> None:
+    """Refuse integer, boolean and mixed-width operands: products never promote.
 
-    NumPy promotes mixed dtypes itself, but through a slow loop without BLAS
-    (40x slower for float32 @ float64), so products cast first.
+    NumPy would compute them without BLAS (integers), or float32 with float64
+    in float64 through a slow loop (40x slower) and return float64; PyTorch
+    refuses both.
     """
-    common = np.result_type(*(t.dtype for t in tensors))
-    return tuple(cast(t, common) for t in tensors)
+    for name, t in zip(names, tensors):
+        if t.dtype.kind != "f":
+            raise TypeError(
+                f"`{op}`: {name} has dtype {t.dtype}, but matrix products need floating "
+                f"operands; cast it first, e.g. x.astype('float32'), or x.astype('float32') / 255 "
+                f"for pixels"
+            )
+    first = tensors[0].dtype
+    for t in tensors[1:]:
+        if t.dtype != first:
+            raise mixed_floats(op, first, t.dtype)
 
 
 def matmul(a: TensorLike, b: TensorLike) -> Tensor:
     """Matrix product with NumPy's rules: 1-D operands are vectors, leading axes batch."""
     if type(a) is Tensor and type(b) is Tensor:
         ad, bd = a.data, b.data
-        # The common case: same dtype and device, 2-D; any problem takes the checked path.
-        if ad.ndim == 2 and bd.ndim == 2 and ad.dtype == bd.dtype and type(ad) is type(bd):
+        # The common case: same floating dtype and device, 2-D; anything else takes the checked path.
+        if ad.ndim == 2 and bd.ndim == 2 and ad.dtype == bd.dtype and ad.dtype.kind == "f" and type(ad) is type(bd):
             if ad.shape[1] == bd.shape[0]:
                 return emit(MATMUL, (a, b), ad @ bd)
     x = as_tensor(a, "matmul", "a")
@@ -57,7 +66,7 @@ def matmul(a: TensorLike, b: TensorLike) -> Tensor:
     if x.shape[-1] != y.shape[-2 if y.ndim > 1 else 0]:
         raise _mismatch(x, y)
     same_device("matmul", x.data, y.data)
-    x, y = _promote(x, y)
+    _check_dtypes("matmul", ("a", "b"), x, y)
     try:
         result = x.data @ y.data
     except ValueError:
@@ -128,6 +137,7 @@ def affine(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) ->
             and xd.ndim >= 1
             and xd.shape[-1] == wd.shape[0]
             and xd.dtype == wd.dtype
+            and wd.dtype.kind == "f"
             and (bd is None or (type(bd) is np.ndarray and bd.dtype == wd.dtype and bd.shape == wd.shape[1:]))
         ):
             result = xd @ wd
@@ -148,7 +158,8 @@ def affine(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) ->
         raise ValueError(
             f"`affine`: bias has shape {b.shape}, expected ({w.shape[1]},) for a weight of shape {w.shape}"
         )
-    operands = _promote(*((xt, w) if b is None else (xt, w, b)))
+    operands = (xt, w) if b is None else (xt, w, b)
+    _check_dtypes("affine", ("x", "weight", "bias"), *operands)
     same_device("affine", *(t.data for t in operands))
     result = operands[0].data @ operands[1].data
     if len(operands) == 2:

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._backend import HOST_ARRAYS, array_module
-from ._dispatch import as_tensor, binary, compare, lift, raw, same_device, shapes_of, unary
+from ._dispatch import as_tensor, binary, compare, lift, raw, same_device, shapes_of, unary, unify
 from ._primitive import primitive
 from ._tape import _ACTIVE, emit
 from ._tensor import Tensor, TensorLike, wrap
@@ -357,6 +357,8 @@ def where(condition: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
             f"`where`: condition must be boolean, got dtype {getattr(c, 'dtype', type(c).__name__)}; "
             "compare first, e.g. where(x > 0, x, 0)"
         )
+    if type(x) is not Tensor or type(y) is not Tensor or x.data.dtype != y.data.dtype:
+        x, y = unify("where", x, y)  # the promotion rule of binary ops
     xd = x.data if type(x) is Tensor else raw(x, "where")
     yd = y.data if type(y) is Tensor else raw(y, "where")
     arrays = [a for a in (c, xd, yd) if not isinstance(a, bool | int | float)]

@@ -10,7 +10,7 @@ import numpy as np
 from ._backend import array_module, device_of, to_device
 from ._backend import scatter_add as _scatter_add_raw
 from ._backend import zeros_for
-from ._dispatch import as_tensor
+from ._dispatch import as_tensor, mixed_floats
 from ._primitive import primitive
 from ._tape import emit
 from ._tensor import Index, Tensor, TensorLike
@@ -148,6 +148,11 @@ def _join_inputs(tensors: Sequence[TensorLike], op: str) -> tuple[Tensor, ...]:
     ts = tuple(as_tensor(t, op, "tensors") for t in tensors)
     if len({t.device for t in ts}) > 1:
         raise ValueError(f"`{op}`: tensors are on different devices; move them to one first")
+    floats = sorted({str(t.dtype) for t in ts if t.dtype.kind == "f"})
+    if len(floats) > 1:  # the promotion rule of `unify`: never widen silently
+        raise mixed_floats(op, *floats[:2])
+    if floats and any(t.dtype.kind in "iub" for t in ts):  # integers take the float dtype
+        ts = tuple(Tensor(t.data.astype(floats[0])) if t.dtype.kind in "iub" else t for t in ts)
     return ts
 
 

@@ -22,7 +22,8 @@ def _random_like(rng: np.random.Generator, t: Tensor) -> Tensor:
 
 
 def _inner(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).sum()
+    # In float64 (a differentiable cast): tapegrad never promotes float32 silently.
+    return (a.astype(b.dtype) * b).sum()
 
 
 def check_grads(

@@ -117,6 +117,20 @@ MISUSES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("an input of the wrong width for Linear",
      lambda: nn.Linear(784, 128).apply(nn.Linear(784, 128).init(tg.random.key(0)), _zeros(32, 100)),
      ValueError, "Linear(784, 128): input has shape (32, 100), but its last axis must have 784 features"),
+    ("uint8 pixels given to Linear",
+     lambda: nn.Linear(784, 128).apply(nn.Linear(784, 128).init(tg.random.key(0)), tg.tensor(np.zeros((32, 784), np.uint8))),
+     TypeError, "Linear(784, 128): input has dtype uint8, but the weights are float32; cast it first, e.g. "
+     "x.astype('float32'), and scale pixels: x.astype('float32') / 255"),
+    ("a float64 batch given to float32 weights",
+     lambda: nn.Linear(784, 128).apply(nn.Linear(784, 128).init(tg.random.key(0)), tg.tensor(np.zeros((32, 784)))),
+     TypeError, "Linear(784, 128): input has dtype float64, but the weights are float32; cast it first, e.g. "
+     "x.astype('float32')"),
+    ("float32 and float64 operands in one op", lambda: _zeros(2) + tg.tensor(np.zeros(2)), TypeError,
+     "`add`: operands have dtypes float32 and float64; floating dtypes of different widths are never "
+     "promoted silently. Cast one first, e.g. x.astype('float32') or x.astype('float64')"),
+    ("an integer operand to a matrix product", lambda: tg.tensor([[1, 2]]) @ tg.tensor([[1], [2]]), TypeError,
+     "`matmul`: a has dtype int64, but matrix products need floating operands; cast it first, e.g. "
+     "x.astype('float32'), or x.astype('float32') / 255 for pixels"),
     ("a learning rate <= 0", lambda: optim.adam(lr=0.0), ValueError,
      "`adam`: lr must be a positive number or a schedule, got 0.0"),
     ("a decay rate outside [0, 1)", lambda: optim.adam(b1=1.0), ValueError,

@@ -187,10 +187,12 @@ def test_training_steps_replay_bitwise_equal_to_eager(
     step = make_step(model, opt, reduction)
     params = model.init(tg.random.key(0))
     state = opt.init(params)
+    dtype = params[0].weight.dtype  # a float64 model is given float64 data: floats never mix silently
+    data = [(x.astype(dtype), y) for x, y in DATA]
 
-    eager = run(step, params, state, DATA)
+    eager = run(step, params, state, data)
     replayed = tg.replay(step)
-    result = run(replayed, params, state, DATA)
+    result = run(replayed, params, state, data)
 
     assert_same(result, eager)  # every parameter, every optimizer moment, every loss
     # The step count must be traced data, not a static Python int that retraces every step.
@@ -918,7 +920,7 @@ def test_a_returned_piece_of_a_concatenation_written_in_place_later_keeps_its_va
 
 def weighted(tree: Any, scale: float = 1.0) -> Tensor:
     """A function of every leaf of ``tree``, position-dependent, so a swap shows."""
-    total = tg.tensor(0.0)
+    total: Any = 0.0  # a Python number takes the leaves' dtype (float32 or float64)
     for i, leaf in enumerate(tg.tree.leaves(tree)):
         if isinstance(leaf, Tensor):
             total = total + (leaf * float(i + 1)).sum()

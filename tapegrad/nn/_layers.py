@@ -81,6 +81,13 @@ class Linear:
                 f"Linear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
                 f"but its last axis must have {self.in_features} features"
             )
+        if x.data.dtype != params.weight.data.dtype:
+            raise TypeError(
+                f"Linear({self.in_features}, {self.out_features}): input has dtype {x.dtype}, "
+                f"but the weights are {params.weight.dtype}; cast it first, e.g. "
+                f"x.astype('{params.weight.dtype}')"
+                + (", and scale pixels: x.astype('float32') / 255" if x.dtype.kind in "iub" else "")
+            )
         return affine(x, params.weight, params.bias)
 
 

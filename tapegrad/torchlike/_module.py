@@ -112,6 +112,12 @@ class Linear(Module):
         bias = self.bias
 
         def run(x_: Any, w: Any, *b: Any) -> Any:
+            # The seed article's engine multiplied its float32 images by float64
+            # weights in float64 (NumPy's promotion). The wrapper keeps that one
+            # widening, as an explicit cast, so the article's script runs
+            # unchanged; nn.Linear refuses integers and narrowing.
+            if x_.dtype.kind == "f" and x_.dtype.itemsize < w.dtype.itemsize:
+                x_ = x_.astype(w.dtype)
             return self._layer.apply(nn.LinearParams(w, b[0] if b else None), x_)
 
         return apply_op(run, x, self.weight, *((bias,) if bias is not None else ()))
