@@ -24,7 +24,7 @@ import tapegrad as tg
 from tapegrad import checkpoint
 from tapegrad.nn import MLP, cross_entropy
 
-from mnist_common import MnistSplits, Split, add_common_arguments, load_splits, save_plot
+from mnist_common import MnistSplits, Split, add_common_arguments, load_splits, require_extra, save_plot
 
 SIZES = (784, 128, 64, 10)
 EVAL_BATCH = 1000
@@ -221,8 +221,7 @@ def resume(path: str, meta: dict[str, Any], params: Any, opt_state: Any) -> tupl
 def _progress(epoch: int, args: argparse.Namespace, total: int) -> Any:
     if args.quiet:
         return None
-    from tqdm import tqdm
-
+    tqdm = require_extra("tqdm", "the progress bar", "--quiet").tqdm
     return tqdm(total=total, desc=f"epoch {epoch + 1}/{args.epochs}", unit="step", leave=False,
                 mininterval=0.2)
 

@@ -8,6 +8,7 @@ whole 10,000-image test set.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Any
 
@@ -77,10 +78,24 @@ def load_splits(data_dir: str | None, full: bool, dtype: Any, train_size: int | 
     )
 
 
+def require_extra(module: str, purpose: str, flag: str) -> Any:
+    """``module`` imported, or an exit that names the extra to install (or the flag to pass).
+
+    The library needs only numpy and attrs; the scripts' progress bar and plot
+    come from the light ``mnist`` extra, which ``make mnist`` installs.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SystemExit(
+            f"error: {purpose} needs {module}, which is not installed. Install the examples' light "
+            f"extra, `pip install -e '.[mnist]'` (as `make mnist` does), or pass {flag}"
+        ) from None
+
+
 def save_plot(path: str, train_losses: list[float], val_losses: list[float], val_accs: list[float]) -> None:
     """Train/validation loss and validation accuracy per epoch, as a PNG."""
-    import matplotlib
-
+    matplotlib = require_extra("matplotlib", "the loss plot", "--no-plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

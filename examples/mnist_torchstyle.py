@@ -21,7 +21,7 @@ from tapegrad import retain_freed_memory
 from tapegrad.backend import BACKEND_NAME, xp
 from tapegrad.torchlike import Adam, CrossEntropyLoss, Linear, Module, ReLU, Tensor, replay
 
-from mnist_common import add_common_arguments, load_splits, save_plot
+from mnist_common import add_common_arguments, load_splits, require_extra, save_plot
 
 
 class MLP(Module):
@@ -93,8 +93,7 @@ def main(argv: Sequence[str] | None = None) -> float:
         epoch_batch_losses = []
         starts = range(0, len(train_images), batch_size)
         if not args.quiet:
-            from tqdm import tqdm
-
+            tqdm = require_extra("tqdm", "the progress bar", "--quiet").tqdm
             starts = tqdm(starts, desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=False)
         t0 = time.perf_counter()
         for i in starts:

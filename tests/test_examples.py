@@ -260,3 +260,43 @@ def test_bad_train_size_is_refused(mnist: ModuleType) -> None:
     with pytest.raises(SystemExit) as info:
         mnist.main(["--data-dir", str(DATA), "--train-size", "9000", "--quiet", "--no-plot"])
     assert info.value.code == "error: --train-size must be in 1..8000, got 9000"
+
+
+# ---- (f) what the main job installs ----------------------------------------------------------------------------
+
+
+def test_make_mnist_installs_only_the_light_mnist_extra() -> None:
+    """``make mnist`` builds its own venv with numpy, attrs, tqdm and matplotlib: no torch (gigabytes)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["dependencies"] == ["numpy>=2.0,<3", "attrs>=23.1"]
+    extras = project["optional-dependencies"]
+    assert extras["mnist"] == ["tqdm>=4.66", "matplotlib>=3.8"]
+    assert "tapegrad[mnist]" in extras["examples"] and any(d.startswith("torchvision") for d in extras["examples"])
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert "EXTRAS ?= mnist\n" in makefile
+    assert '$(MNIST_VENV)/bin/python -m pip install --quiet -e ".[$(EXTRAS)]"' in makefile
+    assert "mnist: $(MNIST_VENV)/.installed-$(EXTRAS)\n" in makefile
+    assert '$(PY) -m pip install --quiet -e ".[dev]"' in makefile  # make test keeps the full environment
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("tqdm", ["--epochs", "1", "--train-size", "64", "--no-plot"],
+         "error: the progress bar needs tqdm, which is not installed. Install the examples' light extra, "
+         "`pip install -e '.[mnist]'` (as `make mnist` does), or pass --quiet"),
+        ("matplotlib", ["--epochs", "1", "--train-size", "64", "--quiet", "--plot", "unused.png"],
+         "error: the loss plot needs matplotlib, which is not installed. Install the examples' light extra, "
+         "`pip install -e '.[mnist]'` (as `make mnist` does), or pass --no-plot"),
+    ],
+)
+def test_a_missing_extra_says_what_to_install(
+    mnist: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, module: str, args: list[str], message: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        mnist.main(["--data-dir", str(DATA), *args])
+    assert info.value.code == message
