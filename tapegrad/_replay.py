@@ -187,9 +187,15 @@ class Replayed(Generic[P, R]):
                 ) from None
             self.eager_calls += 1
             return self._fn(*args, **kwargs)
-        except BaseException:
+        except BaseException as error:
             if entry.donated:
-                _consume_donated(args, self._donate_argnums)
+                bare = _consume_donated(args, self._donate_argnums)
+                if bare:
+                    error.add_note(
+                        f"replay: the donated NumPy arrays {', '.join(bare)} may hold a partial "
+                        "update: unlike a donated Tensor, a bare array cannot be marked used up. "
+                        "Donate Tensors, or keep copies of the arrays you need after a failure."
+                    )
             raise
         self.replays += 1
         return entry.outputs.unflatten(outs)  # type: ignore[no-any-return]
@@ -430,14 +436,23 @@ class _Consumed:
         return "<donated to a replayed call that raised>"
 
 
-def _consume_donated(args: Any, donate_argnums: tuple[int, ...]) -> None:
-    """Mark every tensor of the donated arguments as used up (a failed replay may have half-written them)."""
+def _consume_donated(args: Any, donate_argnums: tuple[int, ...]) -> list[str]:
+    """Mark every tensor of the donated arguments as used up (a failed replay may have half-written them).
+
+    Returns where the donated bare NumPy arrays are (``args[0]['m']``), which
+    cannot be marked.
+    """
     consumed = _Consumed()
+    bare: list[str] = []
     for i in donate_argnums:
         if i < len(args):
-            for leaf in _tree.leaves(args[i]):
+            paths, leaves, _ = _tree.flatten_with_paths(args[i])
+            for path, leaf in zip(paths, leaves):
                 if type(leaf) is Tensor:
                     object.__setattr__(leaf, "data", consumed)  # JAX deletes donated buffers alike
+                elif type(leaf) is np.ndarray:
+                    bare.append(f"args[{i}]{path}")
+    return bare
 
 
 def _refuse_random_draws(drew: str | None, generators: list[Any], states: list[Any]) -> None:

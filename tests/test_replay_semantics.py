@@ -552,3 +552,25 @@ def test_debug_print_of_the_wrappers_tensors_prints_on_every_replayed_step(
         replayed(tl.Tensor(x))
     step(tl.Tensor(x))  # eagerly, the same line
     assert capsys.readouterr().out.splitlines() == ["loss 2.0", "loss 1.25", "loss 0.5", "loss -0.25"]
+
+
+def test_a_donated_call_that_raises_names_the_bare_arrays_it_could_not_mark() -> None:
+    def step(state: tuple[Any, Any], x: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = state
+        return a * x + 1.0, tg.tensor(b) * x + 1.0
+
+    replayed = tg.replay(step, donate_argnums=0)
+    x = tg.tensor(np.full(4, 2.0))
+    state: tuple[Any, Any] = (tg.tensor(np.ones(4)), np.ones(4))
+    for _ in range(2):
+        a, b = replayed(state, x)
+        state = (a, b.numpy())
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError) as raised:
+        replayed(state, tg.tensor(np.full(4, 1e308)))
+    assert raised.value.__notes__ == [
+        "replay: the donated NumPy arrays args[0][1] may hold a partial update: unlike a donated "
+        "Tensor, a bare array cannot be marked used up. Donate Tensors, or keep copies of the "
+        "arrays you need after a failure."
+    ]
+    with pytest.raises(ReplayError, match=exact(CONSUMED)):
+        state[0].numpy()
