@@ -78,11 +78,6 @@ def load_mnist(
         _download(root, train, raw, missing)
     images = _read_idx(image_file, _IMAGES_MAGIC, "images")
     labels = _read_idx(label_file, _LABELS_MAGIC, "labels")
-    if images.shape[1:] != (_ROWS, _COLS):
-        raise DatasetError(
-            f"{image_file}: MNIST images are {_ROWS}x{_COLS} pixels, but the header says "
-            f"{'x'.join(map(str, images.shape[1:]))}; {_REFETCH}"
-        )
     if len(images) != len(labels):
         raise DatasetError(
             f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} "
@@ -138,6 +133,13 @@ def _read_idx(path: Path, magic: int, what: str) -> NDArray[np.uint8]:
                 f"{path}: the header promises {' x '.join(map(str, dims))} {what} "
                 f"({expected} bytes with the header) but the file is {size} bytes: it is "
                 f"{problem}; {_REFETCH}"
+            )
+        # Before reshaping: a header of 0 images of 2**32-1 x 2**32-1 pixels agrees with
+        # the file's size, but is a shape no array can have.
+        if magic == _IMAGES_MAGIC and dims[1:] != (_ROWS, _COLS):
+            raise DatasetError(
+                f"{path}: MNIST images are {_ROWS}x{_COLS} pixels, but the header says "
+                f"{'x'.join(map(str, dims[1:]))}; {_REFETCH}"
             )
         data = np.fromfile(f, dtype=np.uint8, count=expected - header_size)
     return data.reshape(dims)

@@ -251,3 +251,14 @@ def test_directory_in_place_of_a_file(tmp_path: Path) -> None:
         f"directory, then run again with network access so torchvision downloads the file "
         f"(`pip install 'tapegrad[examples]'`), or copy a good one there"
     )
+
+
+def test_empty_file_whose_image_size_overflows(tmp_path: Path) -> None:
+    # 0 images of 4294967295 x 4294967295: the file's size agrees (a bare header), but no
+    # array can have that shape, so the pixel size is checked before reshaping.
+    images, _ = tiny_split(tmp_path)
+    write_idx(images, 0x803, (0, 2**32 - 1, 2**32 - 1), b"")
+    assert corrupt_split_error(tmp_path) == (
+        f"{images}: MNIST images are 28x28 pixels, but the header says "
+        f"4294967295x4294967295; {REFETCH}"
+    )
