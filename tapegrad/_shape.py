@@ -14,6 +14,7 @@ from ._dispatch import as_tensor, mixed_floats
 from ._primitive import primitive
 from ._tape import emit
 from ._tensor import Index, Tensor, TensorLike
+from ._traced import Traced, owned_constant, traced_in
 
 Grads = Sequence[Tensor | None]
 Axes = int | tuple[int, ...] | None
@@ -248,8 +249,11 @@ def getitem(x: TensorLike, index: Index) -> Tensor:
     """
     t = as_tensor(x, "getitem")
     idx, advanced = _raw_index(index, t.device)
+    data: Any = t.data
+    if not isinstance(data, Traced) and (owner := traced_in(idx)) is not None:
+        data = owned_constant(data, owner)  # under replay: a constant table at traced indices
     try:
-        result = t.data[idx]
+        result = data[idx]
     except IndexError as exc:
         raise IndexError(f"`getitem`: {exc} (tensor shape {t.shape})") from None
     return emit(GETITEM, (t,), result, (idx, advanced))

@@ -291,6 +291,10 @@ def tensor(obj: Any, dtype: DTypeLike | None = None, device: str | None = None) 
             "so the result stays differentiable"
         )
     target: Device = default_device() if device is None else check_device(device)
+    if type(obj) is Traced and target == "cpu":
+        # Under `replay`: a recorded copy (np.array would freeze the traced value).
+        copied: Any = traced_asarray(obj.astype(obj.dtype if dtype is None else dtype, copy=True))
+        return Tensor(copied)
     source = device_of(obj) if hasattr(obj, "__cuda_array_interface__") or isinstance(
         obj, np.ndarray | np.generic
     ) else "cpu"

@@ -356,6 +356,18 @@ def _unrecordable(result: Any) -> NoReturn:
     )
 
 
+#: What NumPy's conversion of a traced array (``Traced.__array__``) says.
+UNOWNED_ARRAY_MESSAGE = (
+    "replay: a traced array was converted to a NumPy array inside a replayed function "
+    "(np.asarray(x), np.array(x)), or used to index or fill an array the trace does not own "
+    "(table[idx] or buf[idx] = x, where table is a constant or buf was made by np.zeros(shape)): "
+    "the value would be frozen into the replay. Convert it outside the replayed function "
+    "(return the array and convert it there); index a tensor (tapegrad.tensor(table)[idx]) or "
+    "pass the table as an argument; allocate buffers from a traced array (np.zeros_like(x)); "
+    "or run this function without replay."
+)
+
+
 def _escape(what: str) -> NoReturn:
     raise ReplayError(
         f"replay: {what} inside a replayed function: the value would be frozen into the "
@@ -406,7 +418,9 @@ class Traced(NDArrayOperatorsMixin):
         return result
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> NoReturn:
-        _escape("converting a traced array to a NumPy array (np.asarray, np.array)")
+        # NumPy also lands here when a traced array indexes, or is written into,
+        # an array the trace does not own: it converts the index or the value first.
+        raise ReplayError(UNOWNED_ARRAY_MESSAGE)
 
     # ---- attributes and methods -------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -497,6 +511,32 @@ def record_effect(fn: Callable[..., None], args: tuple[Any, ...], kwargs: dict[s
         return False
     traced.recording.record("call", fn, args, kwargs, lambda a, k: fn(*a, **k))
     return True
+
+
+def owned_constant(value: Any, like: Traced) -> Traced:
+    """``value``, an array the trace does not own, as a read-only value of ``like``'s trace.
+
+    A constant table indexed at traced positions (``table[idx]``) must be a
+    traced value for NumPy to defer to the trace. The replay reads a
+    snapshot, through a read-only view, so no reused buffer can ever be
+    written over it.
+    """
+    return like.recording.record("call", _read_only, (value,), {}, lambda a, k: _read_only(a[0]))  # type: ignore[no-any-return]
+
+
+def _read_only(value: Any) -> Any:
+    """A read-only view of ``value`` (the replay's snapshot of a constant)."""
+    view = value.view()
+    view.flags.writeable = False
+    return view
+
+
+def traced_in(parts: Any) -> Traced | None:
+    """The first traced value among ``parts`` (an index, or a tuple of them), if any."""
+    for part in parts if isinstance(parts, tuple) else (parts,):
+        if type(part) is Traced:
+            return part
+    return None
 
 
 def traced_asarray(x: Traced) -> Traced:

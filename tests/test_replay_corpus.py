@@ -10,6 +10,7 @@ parameter must be the same bits, and the replayed runs must really replay
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from tapegrad import Tensor, nn, optim
 
 STEPS = 20
 Array = np.ndarray[Any, Any]
-Loss = Callable[[Any, Tensor, Tensor], Tensor]
+Loss = Callable[[Any, Tensor, Any], Tensor]  # labels are a Tensor, or a raw array (raw_labels)
 
 
 @attrs.frozen
@@ -35,6 +36,8 @@ class Case:
     opt: optim.Optimizer
     #: Value-dependent shapes (a boolean mask on the weights) may flip a guard.
     may_fall_back: bool = False
+    #: The labels go in as the raw integer array, not wrapped in a Tensor.
+    raw_labels: bool = False
 
 
 def _f64(rng: np.random.Generator, *shape: int) -> Tensor:
@@ -223,6 +226,114 @@ def gather_rows_by_label() -> Case:
     return Case({"c": _f64(rng, 4, 6), "w": _f64(rng, 6, 4)}, _classes(rng, 8, 4, 6), loss, optim.sgd(0.1))
 
 
+def constant_table_lookup() -> Case:
+    rng = np.random.default_rng(16)
+    table = rng.normal(size=(10, 5))  # fixed features (pretrained, frozen): a constant of the trace
+
+    def loss(p: Any, x: Tensor, y: Tensor) -> Tensor:
+        features = tg.tensor(table)[x].mean(axis=1)  # a constant indexed at traced tokens
+        one_hot = tg.tensor(np.eye(10))[y]
+        return -(tg.log_softmax(features @ p["W"], axis=-1) * one_hot).sum(axis=-1).mean()
+
+    return Case({"W": _f64(rng, 5, 10)}, _tokens(rng, 6, 3, 10), loss, optim.sgd(0.1))
+
+
+def raw_int_labels() -> Case:
+    rng = np.random.default_rng(17)
+
+    def loss(p: Any, x: Tensor, y: Any) -> Tensor:
+        logits = x @ p["w"]  # y is the raw int64 array: wrapped inside, and used as an index
+        return nn.cross_entropy(logits, tg.tensor(y)) + _nll(logits, y)
+
+    return Case({"w": _f64(rng, 6, 4)}, _classes(rng, 8, 4, 6), loss, optim.adam(1e-2), raw_labels=True)
+
+
+def class_weights_add_at() -> Case:
+    rng = np.random.default_rng(18)
+
+    def loss(p: Any, x: Tensor, y: Tensor) -> Tensor:
+        logits = x @ p["w"]
+        counts = np.zeros_like(logits.data[0])  # owned by the trace: made from a traced array
+        np.add.at(counts, y.data, 1.0)  # counts[y] += 1, repeats accumulating
+        weights = 1.0 / counts[y.data]  # rare classes of the batch weigh more
+        per_example: Tensor = nn.cross_entropy(logits, y, reduction="none")
+        weighted: Tensor = (per_example * weights).mean()
+        return weighted
+
+    return Case({"w": _f64(rng, 6, 4)}, _classes(rng, 8, 4, 6), loss, optim.sgd(0.1))
+
+
+def label_smoothing_setitem() -> Case:
+    rng = np.random.default_rng(19)
+
+    def loss(p: Any, x: Tensor, y: Tensor) -> Tensor:
+        logits = x @ p["w"]
+        target = np.zeros_like(logits.data)
+        target[np.arange(8), y.data] = 1.0  # one-hot written at traced labels
+        smoothed = tg.Tensor(target * 0.9 + 0.1 / 4)
+        return -(tg.log_softmax(logits, axis=-1) * smoothed).sum(axis=-1).mean()
+
+    return Case({"w": _f64(rng, 6, 4)}, _classes(rng, 8, 4, 6), loss, optim.adam(1e-2))
+
+
+def gradient_penalty() -> Case:
+    rng = np.random.default_rng(20)
+
+    def loss(p: Any, x: Tensor, y: Tensor) -> Tensor:
+        with tg.Tape() as inner:  # cross_entropy's rule, differentiated again by the outer tape
+            ce: Tensor = nn.cross_entropy(x @ p["w"], y)
+        g = inner.gradient(ce, p)
+        penalised: Tensor = ce + 0.1 * (g["w"] ** 2).sum()
+        return penalised
+
+    return Case({"w": _f64(rng, 6, 4)}, _classes(rng, 8, 4, 6), loss, optim.sgd(0.1))
+
+
+def unrolled_rnn() -> Case:
+    rng = np.random.default_rng(21)
+
+    def loss(p: Any, x: Tensor, y: Tensor) -> Tensor:
+        h = tg.tensor(np.zeros((8, 4)))
+        for t in range(3):  # one time step per pair of columns
+            h = tg.tanh(x[:, 2 * t:2 * t + 2] @ p["u"] + h @ p["w"])
+        return nn.cross_entropy(h, y)
+
+    return Case({"u": _f64(rng, 2, 4), "w": _f64(rng, 4, 4)}, _classes(rng, 8, 4, 6), loss, optim.adam(1e-2))
+
+
+def max_pool_reshape() -> Case:
+    rng = np.random.default_rng(22)
+
+    def loss(p: Any, x: Tensor, y: Tensor) -> Tensor:
+        pooled = (x @ p["w"]).reshape((8, 4, 2)).max(axis=2)  # the gradient picks each pair's winner
+        return nn.cross_entropy(pooled, y)
+
+    return Case({"w": _f64(rng, 6, 8)}, _classes(rng, 8, 4, 6), loss, optim.sgd(0.1))
+
+
+def float32_batches(rng: np.random.Generator) -> list[tuple[Array, Array]]:
+    return [(x.astype(np.float32), y) for x, y in _classes(rng, 8, 4, 6)]
+
+
+def gelu_mlp_float32() -> Case:
+    model = nn.MLP((6, 8, 4), activation=nn.GELU)  # float32, as the library's default
+    params = model.init(tg.random.key(23))
+    rng = np.random.default_rng(23)
+    return Case(params, float32_batches(rng), lambda p, x, y: nn.cross_entropy(model.apply(p, x), y),
+                optim.adam(1e-2))
+
+
+def float32_embedding_nll() -> Case:
+    rng = np.random.default_rng(24)
+
+    def loss(p: Any, x: Tensor, y: Tensor) -> Tensor:
+        return _nll(p["E"][x].mean(axis=1) @ p["W"], y)
+
+    params = {"E": tg.tensor(rng.normal(size=(10, 5)).astype(np.float32)),
+              "W": tg.tensor(rng.normal(size=(5, 10)).astype(np.float32))}
+    return Case(params, _tokens(rng, 6, 3, 10), loss, optim.sgd(0.1, momentum=0.9))
+
+
 CASES: dict[str, Callable[[], Case]] = {
     "nll-fancy-index": nll_fancy_index,
     "nn-log-loss": log_loss,
@@ -241,6 +352,15 @@ CASES: dict[str, Callable[[], Case]] = {
     "mlp-adam": lambda: mlp(optim.adam(1e-2), 1),
     "concat-branches": concat_branches,
     "gather-rows-by-label": gather_rows_by_label,
+    "constant-table-lookup": constant_table_lookup,
+    "raw-int-labels": raw_int_labels,
+    "class-weights-add-at": class_weights_add_at,
+    "label-smoothing-setitem": label_smoothing_setitem,
+    "gradient-penalty": gradient_penalty,
+    "unrolled-rnn": unrolled_rnn,
+    "max-pool-reshape": max_pool_reshape,
+    "gelu-mlp-float32": gelu_mlp_float32,
+    "float32-embedding-nll": float32_embedding_nll,
 }
 
 
@@ -249,13 +369,13 @@ def _train(case: Case, step: Callable[..., Any]) -> tuple[list[Array], Any]:
     state = case.opt.init(params)
     losses = []
     for x, y in case.batches:
-        params, state, loss = step(params, state, tg.tensor(x), tg.tensor(y))
+        params, state, loss = step(params, state, tg.tensor(x), y if case.raw_labels else tg.tensor(y))
         losses.append(loss.data.copy())
     return losses, tg.tree.map(lambda t: t.data.copy(), params)
 
 
 def _step_of(case: Case) -> Callable[..., Any]:
-    def step(params: Any, state: Any, x: Tensor, y: Tensor) -> tuple[Any, Any, Tensor]:
+    def step(params: Any, state: Any, x: Tensor, y: Any) -> tuple[Any, Any, Tensor]:
         with tg.Tape() as tape:
             loss = case.loss(params, x, y)
         grads = tape.gradient(loss, params)
@@ -289,3 +409,50 @@ def test_replay_trains_bit_for_bit_like_eager(name: str, donate: bool) -> None:
         assert replayed.replays >= 5, counts
     else:
         assert replayed.replays >= STEPS - 4 and replayed.eager_calls == 0, counts
+
+
+# ---- what indexing at traced positions needs from the trace ----------------------------------
+
+
+def test_a_constant_table_indexed_at_traced_positions_is_never_a_reused_buffer() -> None:
+    table = np.arange(12.0).reshape(4, 3)
+
+    def f(idx: Tensor, w: Tensor) -> Tensor:
+        rows = tg.tensor(table)[idx]  # the trace's snapshot of the table dies here...
+        h = w * 2.0 + 1.0  # ...and a result of its shape and dtype comes next
+        return (rows * h).sum()
+
+    replayed = tg.replay(f)
+    for k in range(4):
+        idx, w = tg.tensor(np.array([k, 0, 3, k])), tg.tensor(np.full((4, 3), float(k)))
+        assert np.array_equal(replayed(idx, w).data, f(idx, w).data)
+    assert (replayed.traces, replayed.replays, replayed.eager_calls) == (1, 3, 0)
+
+
+UNOWNED = (
+    "replay: a traced array was converted to a NumPy array inside a replayed function "
+    "(np.asarray(x), np.array(x)), or used to index or fill an array the trace does not own "
+    "(table[idx] or buf[idx] = x, where table is a constant or buf was made by np.zeros(shape)): "
+    "the value would be frozen into the replay. Convert it outside the replayed function "
+    "(return the array and convert it there); index a tensor (tapegrad.tensor(table)[idx]) or "
+    "pass the table as an argument; allocate buffers from a traced array (np.zeros_like(x)); "
+    "or run this function without replay."
+)
+
+
+def _numpy_table_lookup(w: Tensor, y: Tensor) -> Tensor:
+    return (w * tg.Tensor(np.eye(4)[y.data])).sum()  # NumPy indexes the constant itself
+
+
+def _numpy_zeros_buffer(w: Tensor, y: Tensor) -> Tensor:
+    target = np.zeros((8, 4))
+    target[np.arange(8), y.data] = 1.0  # a buffer the trace does not own
+    return (w * tg.Tensor(target)).sum()
+
+
+@pytest.mark.parametrize("fn", [_numpy_table_lookup, _numpy_zeros_buffer], ids=["table[idx]", "zeros-setitem"])
+def test_numpy_indexing_of_an_array_the_trace_does_not_own_says_what_to_do(fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+    w, y = tg.tensor(np.ones((8, 4))), tg.tensor(np.arange(8) % 4)
+    fn(w, y)  # fine eagerly
+    with pytest.raises(tg.ReplayError, match="^" + re.escape(UNOWNED) + "$"):
+        tg.replay(fn)(w, y)

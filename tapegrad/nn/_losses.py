@@ -6,7 +6,7 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 
-from .._backend import array_module
+from .._backend import array_module, zeros_for
 from .._custom_vjp import custom_vjp
 from .._reduce import log_softmax, softmax
 from .._tape import is_recording
@@ -123,7 +123,8 @@ def _cross_entropy_bwd(res: tuple[Tensor, Tensor, Any, str], g: Tensor) -> tuple
         else:
             diff_raw *= g.data / n if reduction == "mean" else g.data
         return (Tensor(diff_raw), None)
-    one_hot = xp.zeros(logits.shape, dtype=logits.dtype)
+    # zeros_for: under `replay`, a buffer the trace owns, so the traced labels can index it.
+    one_hot = zeros_for(logits.shape, logits.dtype, logits.data, (rows, labels.data))
     one_hot[rows, labels.data] = 1
     # Under an outer tape, recompute softmax from the logits so that the
     # second derivative sees its dependence on them.
