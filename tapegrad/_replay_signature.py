@@ -98,11 +98,25 @@ def bind(leaves: list[Any], treedef: _tree.TreeDef) -> Binding | None:
     return Binding(tuple(signature), arrays, roles)
 
 
+# Every guard calls `static_key` on each non-array leaf of every call: the
+# common kinds answer before any isinstance test, and the tests use tuples
+# built once (``A | B`` builds a new union object on every evaluation).
+_PLAIN_STATIC = frozenset({type(None), bool, int, str})
+_GENERATORS = (np.random.Generator, np.random.RandomState, np.random.BitGenerator)
+_FLOATS = (float, np.floating)
+_COMPLEXES = (complex, np.complexfloating)
+
+
 def static_key(leaf: Any) -> Hashable:
     """The signature of a leaf that is not an array: its type and value."""
+    kind = type(leaf)
+    if kind in _PLAIN_STATIC:
+        return (kind, leaf)
+    if kind is float:  # -0.0 == 0.0 and nan != nan, but neither replays as the other: compare bits
+        return (float, leaf.hex())
     if isinstance(leaf, Traced):
         raise ReplayError("replay: a replayed function was called with a traced value from another trace")
-    if isinstance(leaf, np.random.Generator | np.random.RandomState | np.random.BitGenerator):
+    if isinstance(leaf, _GENERATORS):
         # Static leaves are compared by identity: every replay would hand back the trace's draw.
         raise ReplayError(
             f"replay: an argument is a {type(leaf).__name__}; a replay would repeat the numbers it "
@@ -117,10 +131,9 @@ def static_key(leaf: Any) -> Hashable:
             "hashable, so it cannot be part of the replay's signature; pass arrays as Tensors "
             "and other settings as hashable values"
         ) from None
-    # -0.0 == 0.0 and nan != nan, but neither replays as the other: compare bits.
-    if isinstance(leaf, float | np.floating):
+    if isinstance(leaf, _FLOATS):
         return (type(leaf), float(leaf).hex())
-    if isinstance(leaf, complex | np.complexfloating):
+    if isinstance(leaf, _COMPLEXES):
         return (type(leaf), complex(leaf).real.hex(), complex(leaf).imag.hex())
     return (type(leaf), leaf)
 
