@@ -925,7 +925,8 @@ def weighted(tree: Any, scale: float = 1.0) -> Tensor:
     for i, leaf in enumerate(tg.tree.leaves(tree)):
         if isinstance(leaf, Tensor):
             total = total + (leaf * float(i + 1)).sum()
-    return total * scale
+    result: Tensor = total * scale
+    return result
 
 
 def weighted_and_gradient(tree: Any, scale: float = 1.0) -> tuple[Tensor, Any]:
