@@ -257,17 +257,18 @@ class StepState:
     changed since the previous one, for `tapegrad.ReplayRetraceWarning`.
     """
 
-    __slots__ = ("key", "changed")
+    __slots__ = ("key", "changed", "_hash")
 
     def __init__(self, key: tuple[tuple[str, Hashable], ...], previous: StepState | None) -> None:
         self.key = key
         self.changed = "" if previous is None else _first_change(previous.key, key)
+        self._hash = hash(key)  # the replay's guard hashes it on every call
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, StepState) and other.key == self.key
+        return other is self or (isinstance(other, StepState) and other.key == self.key)
 
     def __hash__(self) -> int:
-        return hash(self.key)
+        return self._hash
 
     def __repr__(self) -> str:
         return self.changed or "the state read by the step"
