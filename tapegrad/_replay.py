@@ -69,6 +69,16 @@ def note_effect_recorded() -> None:
     _effects.recorded = True
 
 
+def tracing() -> Recording | None:
+    """The recording of the trace running in this thread, if any.
+
+    An effect whose arguments are all plain values (``debug.print("step")``)
+    has no traced value to find it by, and must still be recorded.
+    """
+    recording: Recording | None = getattr(_effects, "recording", None)
+    return recording
+
+
 def _holding_effects(run: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
     """``run``, performing its effects only once it has passed its guards (or raised otherwise)."""
 
@@ -245,8 +255,12 @@ class Replayed(Generic[P, R]):
         generators = reachable_generators(self._fn)
         states = generator_states(generators)
         _effects.recorded = False
-        with watch_global_random() as drew:
-            result = self._fn(*args, **kwargs)
+        outer, _effects.recording = getattr(_effects, "recording", None), recording
+        try:
+            with watch_global_random() as drew:
+                result = self._fn(*args, **kwargs)
+        finally:
+            _effects.recording = outer
         effects, _effects.recorded = _effects.recorded, False
         _refuse_random_draws(drew(), generators, states)
         _refuse_changed_arguments(call, treedef, traced_leaves)

@@ -500,19 +500,6 @@ def refuse_print() -> NoReturn:
     )
 
 
-def record_effect(fn: Callable[..., None], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Call ``fn(*args, **kwargs)`` for its effect, recorded if an argument is traced.
-
-    Returns False when nothing is traced (the caller runs ``fn`` itself). A
-    recorded effect runs now, and again on every replay, with that call's values.
-    """
-    traced = next((a for a in (*args, *kwargs.values()) if type(a) is Traced), None)
-    if traced is None:
-        return False
-    traced.recording.record("call", fn, args, kwargs, lambda a, k: fn(*a, **k))
-    return True
-
-
 def owned_constant(value: Any, like: Traced) -> Traced:
     """``value``, an array the trace does not own, as a read-only value of ``like``'s trace.
 

@@ -13,9 +13,8 @@ import builtins
 import sys
 from typing import Any
 
-from ._replay import note_effect_recorded, perform
+from ._replay import note_effect_recorded, perform, tracing
 from ._tensor import Tensor
-from ._traced import record_effect
 
 __all__ = ["print"]
 
@@ -37,10 +36,13 @@ def print(fmt: str, *args: Any, **kwargs: Any) -> None:  # noqa: A001 - jax.debu
     """
     raw = tuple(_array_of(a) for a in args)
     raw_kwargs = {k: _array_of(v) for k, v in kwargs.items()}
-    if record_effect(_show, (fmt, *raw), raw_kwargs):
-        note_effect_recorded()
-    else:
+    recording = tracing()
+    if recording is None:
         _show(fmt, *raw, **raw_kwargs)
+        return
+    # Runs now and on every replay, with that call's values (or the same plain values).
+    recording.record("call", _show, (fmt, *raw), raw_kwargs, lambda a, k: _show(*a, **k))
+    note_effect_recorded()
 
 
 def _array_of(value: Any) -> Any:

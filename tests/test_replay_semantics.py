@@ -574,3 +574,16 @@ def test_a_donated_call_that_raises_names_the_bare_arrays_it_could_not_mark() ->
     ]
     with pytest.raises(ReplayError, match=exact(CONSUMED)):
         state[0].numpy()
+
+
+def test_debug_print_of_plain_values_prints_on_every_replayed_call(capsys: pytest.CaptureFixture[str]) -> None:
+    def f(x: Tensor, step: int) -> Tensor:
+        tg.debug.print("step {}", step)
+        tg.debug.print("no values")
+        return x * 2.0
+
+    replayed = tg.replay(f)
+    for _ in range(3):
+        replayed(tg.tensor(np.ones(2)), 7)
+    assert capsys.readouterr().out.splitlines() == ["step 7", "no values"] * 3
+    assert replayed.replays == 2
