@@ -12,7 +12,6 @@ import gc
 import pickle
 import re
 import threading
-import time
 from collections.abc import Generator
 
 import numpy as np
@@ -206,19 +205,22 @@ def test_a_recorded_target_keeps_zeros_for_unconnected_sources_and_a_source_targ
 def test_debug_nans_does_not_reach_other_threads() -> None:
     caught: list[BaseException] = []
     results: list[float] = []
+    opened, done = threading.Event(), threading.Event()
 
     def other() -> None:
-        time.sleep(0.05)
+        opened.wait()  # the main thread's block is open now, and stays open until `done`
         try:
             with np.errstate(invalid="ignore"):
                 results.append(float(tg.log(tg.tensor([-1.0])).numpy()[0]))
         except BaseException as exc:  # noqa: BLE001 - the test reports whatever escaped
             caught.append(exc)
+        done.set()
 
     thread = threading.Thread(target=other)
     thread.start()
     with tg.debug_nans():
-        time.sleep(0.3)
+        opened.set()
+        done.wait()
         with pytest.raises(FloatingPointError):
             tg.log(tg.tensor([-1.0]))
     thread.join()
