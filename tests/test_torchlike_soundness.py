@@ -642,3 +642,26 @@ def test_a_tensor_the_step_names_is_read_again_after_it_changes() -> None:
                 scale.data = np.array(-1.0)
         assert eager(tl.Tensor(x), tl.Tensor(y)).item() == replayed(tl.Tensor(x), tl.Tensor(y)).item()
     assert replayed.replayed.traces == 3  # type: ignore[attr-defined]
+
+
+def test_a_replayed_step_with_a_hand_written_update_matches_pytorch() -> None:
+    ours, theirs = pair()
+
+    def step(x: tl.Tensor, y: tl.Tensor) -> tl.Tensor:
+        loss: tl.Tensor = tl.CrossEntropyLoss()(ours(x), y)
+        loss.backward()
+        with tl.no_grad():
+            for p in ours.parameters():
+                assert p.grad is not None
+                p -= 0.1 * p.grad
+                p.grad = None
+        return loss
+
+    replayed = tl.replay(step, ours)
+    for x, y in data(6):
+        loss = replayed(tl.Tensor(x), tl.Tensor(y))
+        tloss = torch_loss(theirs, x, y)
+        torch_sgd(theirs, 0.1)
+        assert loss.item() == pytest.approx(tloss.item(), rel=1e-12)
+    assert_same_weights(ours, theirs)
+    assert replayed.replayed.replays == 5  # type: ignore[attr-defined]
