@@ -359,8 +359,9 @@ def _unrecordable(result: Any) -> NoReturn:
 #: What NumPy's conversion of a traced array (``Traced.__array__``) says.
 UNOWNED_ARRAY_MESSAGE = (
     "replay: a traced array was converted to a NumPy array inside a replayed function "
-    "(np.asarray(x), np.array(x)), or used to index or fill an array the trace does not own "
-    "(table[idx] or buf[idx] = x, where table is a constant or buf was made by np.zeros(shape)): "
+    "(np.asarray(x), np.array(x), tensor.numpy()), or used to index or fill an array the trace "
+    "does not own (table[idx] or buf[idx] = x, where table is a constant or buf was made by "
+    "np.zeros(shape)): "
     "the value would be frozen into the replay. Convert it outside the replayed function "
     "(return the array and convert it there); index a tensor (tapegrad.tensor(table)[idx]) or "
     "pass the table as an argument; allocate buffers from a traced array (np.zeros_like(x)); "

@@ -431,8 +431,9 @@ def test_a_constant_table_indexed_at_traced_positions_is_never_a_reused_buffer()
 
 UNOWNED = (
     "replay: a traced array was converted to a NumPy array inside a replayed function "
-    "(np.asarray(x), np.array(x)), or used to index or fill an array the trace does not own "
-    "(table[idx] or buf[idx] = x, where table is a constant or buf was made by np.zeros(shape)): "
+    "(np.asarray(x), np.array(x), tensor.numpy()), or used to index or fill an array the trace "
+    "does not own (table[idx] or buf[idx] = x, where table is a constant or buf was made by "
+    "np.zeros(shape)): "
     "the value would be frozen into the replay. Convert it outside the replayed function "
     "(return the array and convert it there); index a tensor (tapegrad.tensor(table)[idx]) or "
     "pass the table as an argument; allocate buffers from a traced array (np.zeros_like(x)); "
@@ -450,7 +451,12 @@ def _numpy_zeros_buffer(w: Tensor, y: Tensor) -> Tensor:
     return (w * tg.Tensor(target)).sum()
 
 
-@pytest.mark.parametrize("fn", [_numpy_table_lookup, _numpy_zeros_buffer], ids=["table[idx]", "zeros-setitem"])
+def _tensor_numpy(w: Tensor, y: Tensor) -> Tensor:
+    return (w * float(w.numpy().sum())).sum()
+
+
+@pytest.mark.parametrize("fn", [_numpy_table_lookup, _numpy_zeros_buffer, _tensor_numpy],
+                         ids=["table[idx]", "zeros-setitem", "tensor.numpy"])
 def test_numpy_indexing_of_an_array_the_trace_does_not_own_says_what_to_do(fn: Callable[[Tensor, Tensor], Tensor]) -> None:
     w, y = tg.tensor(np.ones((8, 4))), tg.tensor(np.arange(8) % 4)
     fn(w, y)  # fine eagerly
