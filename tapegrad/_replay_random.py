@@ -126,10 +126,12 @@ def reachable_generators(fn: Callable[..., Any]) -> list[Any]:
 
     Follows, from ``fn``, the globals its code names, its closure cells and
     defaults, the function and instance a bound method or `functools.partial`
-    holds, and an instance's attributes; it does not look inside containers.
+    holds, and those attributes of an instance that the walked code names
+    (``self.rng``); it does not look inside containers.
     """
     found: list[Any] = []
     seen: set[int] = set()
+    names: set[str] = set()  # every name the walked code uses, attributes included
     stack: list[Any] = [fn]
     while stack and len(seen) < _MAX_WALKED:
         obj = stack.pop()
@@ -137,42 +139,48 @@ def reachable_generators(fn: Callable[..., Any]) -> list[Any]:
             continue
         seen.add(id(obj))
         if obj is fn and isinstance(obj, types.FunctionType):  # walked whatever its module
-            stack += _named_by(obj)
+            stack += _named_by(obj, names)
         elif isinstance(obj, GENERATORS):
             found.append(obj)
         elif isinstance(obj, types.MethodType):
-            stack += [obj.__func__, obj.__self__]
+            stack += [obj.__self__, obj.__func__]  # the function first, for its names
         elif isinstance(obj, functools.partial):
             stack += [obj.func, *obj.args, *obj.keywords.values()]
         elif isinstance(obj, types.FunctionType):
             if (obj.__module__ or "").startswith(_NOT_WALKED):
                 continue
-            stack += _named_by(obj)
+            stack += _named_by(obj, names)
         elif not isinstance(obj, type | types.ModuleType) and hasattr(obj, "__dict__"):
             if type(obj).__module__.startswith(_NOT_WALKED):
                 continue
-            # An object whose method or attribute the function uses: its attributes.
-            stack += [v for v in vars(obj).values() if isinstance(v, GENERATORS) or callable(v)]
+            # An object the code uses: the attributes it names (a generator drawn from
+            # by another thread, under a name this code never uses, is no concern).
+            stack += [v for k, v in vars(obj).items()
+                      if k in names and (isinstance(v, GENERATORS) or callable(v))]
             stack.append(getattr(type(obj), "__call__", None))
     return found
 
 
-def _named_by(fn: types.FunctionType) -> list[Any]:
-    """What a function's code can reach by name: globals (and module attributes), cells, defaults."""
-    names: set[str] = set()
+def _named_by(fn: types.FunctionType, names: set[str]) -> list[Any]:
+    """What a function's code can reach by name: globals (and module attributes), cells, defaults.
+
+    Adds the names its code uses to ``names``.
+    """
+    own: set[str] = set()
     codes = [fn.__code__]
     while codes:
         code = codes.pop()
-        names.update(code.co_names)
+        own.update(code.co_names)
         codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    names |= own
     reached: list[Any] = []
-    for name in names:
+    for name in own:
         value = fn.__globals__.get(name)
         if isinstance(value, types.ModuleType):
             if value.__name__.startswith(_NOT_WALKED):
                 continue
             # `state.rng.normal(...)`: the attribute names sit among the code's names too.
-            reached += [value.__dict__[n] for n in names if isinstance(value.__dict__.get(n), GENERATORS)]
+            reached += [value.__dict__[n] for n in own if isinstance(value.__dict__.get(n), GENERATORS)]
         elif value is not None:
             reached.append(value)
     for cell in fn.__closure__ or ():

@@ -587,3 +587,40 @@ def test_debug_print_of_plain_values_prints_on_every_replayed_call(capsys: pytes
         replayed(tg.tensor(np.ones(2)), 7)
     assert capsys.readouterr().out.splitlines() == ["step 7", "no values"] * 3
     assert replayed.replays == 2
+
+
+def test_another_threads_generator_on_an_object_the_step_uses_is_not_blamed() -> None:
+    class Trainer:
+        def __init__(self) -> None:
+            self.scale = 2.0
+            self.loader_rng = np.random.default_rng(0)  # drawn from by the loader thread only
+
+    trainer = Trainer()
+    ask, drawn, stop = threading.Event(), threading.Event(), threading.Event()
+
+    def step(x: Tensor) -> Tensor:
+        ask.set()  # the loader draws while this is traced
+        drawn.wait()
+        drawn.clear()
+        return x * trainer.scale
+
+    def load() -> None:
+        while True:
+            ask.wait()
+            ask.clear()
+            if stop.is_set():
+                return
+            trainer.loader_rng.normal(size=16)
+            drawn.set()
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        for _ in range(3):
+            replayed = tg.replay(step)
+            replayed(tg.tensor(np.ones(8)))
+            assert replayed.traces == 1
+    finally:
+        stop.set()
+        ask.set()
+        thread.join()
