@@ -254,14 +254,15 @@ class Replayed(Generic[P, R]):
         args, kwargs = call
         generators = reachable_generators(self._fn)
         states = generator_states(generators)
-        _effects.recorded = False
-        outer, _effects.recording = getattr(_effects, "recording", None), recording
+        # Saved and restored: a replayed function may be traced inside this trace.
+        outer = getattr(_effects, "recording", None), getattr(_effects, "recorded", False)
+        _effects.recording, _effects.recorded = recording, False
         try:
             with watch_global_random() as drew:
                 result = self._fn(*args, **kwargs)
         finally:
-            _effects.recording = outer
-        effects, _effects.recorded = _effects.recorded, False
+            effects = _effects.recorded
+            _effects.recording, _effects.recorded = outer
         _refuse_random_draws(drew(), generators, states)
         _refuse_changed_arguments(call, treedef, traced_leaves)
         out_leaves, out_def = _tree.flatten(result)

@@ -624,3 +624,22 @@ def test_another_threads_generator_on_an_object_the_step_uses_is_not_blamed() ->
         stop.set()
         ask.set()
         thread.join()
+
+
+def test_debug_print_is_held_even_when_a_nested_replay_is_traced_after_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    inner = tg.replay(lambda c: c * 2.0)
+
+    def f(x: Tensor) -> Tensor:
+        tg.debug.print("x {}", x)
+        inner(tg.tensor(np.ones(1)))  # traced inside this trace: its own recording
+        if bool((x.data > 0).all()):
+            return x * 2.0
+        return x * 3.0
+
+    replayed = tg.replay(f)
+    for value in [1.0, 2.0, -1.0]:
+        replayed(tg.tensor(np.array([value])))
+    assert capsys.readouterr().out.splitlines() == ["x [1.]", "x [2.]", "x [-1.]"]
+    assert inner.traces == 1
