@@ -76,6 +76,78 @@ def _backward_twice_through_a_graph() -> None:
         _autograd.release()  # the refused graph stays recorded, as in PyTorch; later tests need no tape
 
 
+def _target_after_the_block() -> None:
+    w = tg.tensor([1.0, 2.0])
+    with tg.Tape() as tape:
+        per_example = w * w
+    tape.gradient(per_example.sum(), w)
+
+
+def _complex_on_the_path() -> None:
+    x = tg.tensor([1.0, 2.0])
+    with tg.Tape() as tape:
+        y = tg.abs(x * tg.tensor(np.array([1j, 2j], dtype=np.complex64))).sum()
+    tape.gradient(y, x)
+
+
+def _print_inside_replay() -> None:
+    def shows(x: tg.Tensor) -> tg.Tensor:
+        print(x)
+        return x
+
+    tg.replay(shows)(tg.tensor(1.0))
+
+
+def _kept_by_a_side_effect() -> None:
+    history: list[tg.Tensor] = []
+
+    def step(w: tg.Tensor) -> tg.Tensor:
+        history.append((w * w).sum())
+        return w * 0.5
+
+    tg.replay(step)(tg.tensor([1.0]))
+
+
+def _argument_dict_updated() -> None:
+    def step(params: dict[str, tg.Tensor]) -> tg.Tensor:
+        params["w"] = params["w"] * 0.5
+        return params["w"].sum()
+
+    tg.replay(step)({"w": tg.tensor([1.0])})
+
+
+def _generator_argument() -> None:
+    def noisy(x: tg.Tensor, rng: np.random.Generator) -> tg.Tensor:
+        return x + tg.tensor(rng.normal(size=x.shape))
+
+    tg.replay(noisy)(tg.tensor([0.0]), np.random.default_rng(0))
+
+
+def _donated_after_failure() -> None:
+    def scaled(w: tg.Tensor, x: tg.Tensor) -> tg.Tensor:
+        return w * x + 1.0
+
+    step = tg.replay(scaled, donate_argnums=0)
+    x = tg.tensor([2.0])
+    w = step(step(tg.tensor([1.0]), x), x)
+    try:
+        with np.errstate(over="raise"):
+            step(w, tg.tensor([3e38]))
+    except FloatingPointError:
+        pass
+    w.numpy()
+
+
+def _leaf_updated_in_place() -> None:
+    from tapegrad import torchlike as tl
+    w = tl.Tensor([1.0, 2.0], requires_grad=True)
+    w -= 0.1 * w  # outside no_grad(): refused, as in PyTorch
+
+
+def _tensor_lr_not_0d() -> None:
+    optim.sgd(tg.tensor([0.1, 0.2]))
+
+
 MISUSES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("a list where a Tensor is expected", lambda: tg.exp([1.0, 2.0]), TypeError,  # type: ignore[arg-type]
      "`exp`: x must be a Tensor, a Python number or an array, got list; wrap it with tapegrad.tensor(...)"),
@@ -167,6 +239,24 @@ MISUSES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
      "replay: an operation writes its result into an array that was created without the function's "
      "traced arguments (for example by np.empty(shape)), so a replay would overwrite the same memory "
      "every call; allocate it with np.empty_like(x) from a traced array instead"),
+    ('a target the tape never recorded (reduced after the `with` block)', _target_after_the_block, ValueError,
+     'Tape.gradient: the target was not recorded on this tape, so no gradient can reach the sources. Likely causes: it was computed after the `with Tape()` block ended, through .numpy() or a plain array, under stop_recording(), or by stop_gradient(). Compute it inside the `with` block.'),
+    ('a complex value between the sources and the target', _complex_on_the_path, TypeError,
+     'Tape.gradient: `abs` reads a value of dtype complex64 that depends on the sources; tapegrad does not differentiate complex numbers. Keep complex values off the path from the sources to the target (compute them outside the tape, or from tapegrad.stop_gradient(x)).'),
+    ('print() of a traced value inside a replayed function', _print_inside_replay, tg.ReplayError,
+     "replay: print(), str() or format() of a traced value inside a replayed function would show the value once, when traced, and never on a replay. Use tapegrad.debug.print('loss {}', loss), which prints on every call, eager or replayed."),
+    ('keeping a traced value by a side effect', _kept_by_a_side_effect, tg.ReplayError,
+     'replay: a value computed inside the replayed function outlived the call without being returned (it was stored by a side effect, such as history.append(loss) or self.x = y); a replay would never update it. Return it from the function and store it outside.'),
+    ("changing an argument's dict in place inside a replayed function", _argument_dict_updated, tg.ReplayError,
+     "replay: the function changed its arguments in place (args[0]['w'] was replaced, added or removed); a replay cannot carry that change to the caller's objects. Return the new value instead (e.g. `return new_params`)."),
+    ('a NumPy Generator as an argument of a replayed function', _generator_argument, tg.ReplayError,
+     'replay: an argument is a Generator; a replay would repeat the numbers it drew when traced on every call. Draw the random arrays outside the replayed function and pass them in (or pass a tapegrad.random key, which retraces per key).'),
+    ('using a donated tensor after the replayed call raised', _donated_after_failure, tg.ReplayError,
+     'replay: this tensor was donated (donate_argnums) to a replayed call that raised, so its memory may hold a partial update; it cannot be used any more. Keep the arguments you may need after a failure (or do not donate them), as with jax.jit.'),
+    ('an in-place update of a parameter outside no_grad() in the PyTorch-style wrapper', _leaf_updated_in_place, RuntimeError,
+     '`-=`: a leaf Variable that requires grad is being used in an in-place operation. Update parameters inside `with torchlike.no_grad():`, as in PyTorch'),
+    ('a learning rate tensor that is not 0-d', _tensor_lr_not_0d, ValueError,
+     '`sgd`: a Tensor lr must be 0-d and floating, got shape (2,) and dtype float32; e.g. tg.tensor(0.1)'),
 ]
 
 
