@@ -404,22 +404,34 @@ def _may_overwrite(arrays: list[Any], donated: tuple[int, ...]) -> bool:
 
     The signature fixes shapes and strides, not where the memory lies: a call
     may pass one array twice under two tensors (``r(w, tg.Tensor(w.data))``).
-    This runs on every replay, so it first compares the arrays that own the
-    memory (a view's ``base`` is its owner): only arrays with one owner, or
-    memory owned by something else (a buffer, a memory map), are compared
-    extent by extent (``np.may_share_memory``, about 1 µs a pair).
+    This runs on every replay, so arrays are grouped by the array that owns
+    their memory (a view's ``base``): arrays with different owners cannot
+    overlap, and only a donated array's fellow views of its owner are compared
+    extent by extent (``np.may_share_memory``). Memory owned by something else
+    (a buffer, a memory map) is compared with every array.
     """
-    owners: list[int] = []
-    for array in arrays:
+    groups: dict[int, list[int]] = {}
+    owner_of: list[int] = []
+    for i, array in enumerate(arrays):
         owner = array.base
         if owner is None:
             owner = array
         if type(owner) is not np.ndarray or not owner.flags.owndata:
             return _may_overwrite_by_extents(arrays, donated)
-        owners.append(id(owner))
-    if len(set(owners)) == len(owners):  # the usual case: no two arrays share an owner
-        return all(arrays[k].flags.writeable for k in donated)
-    return _may_overwrite_by_extents(arrays, donated)
+        key = id(owner)
+        owner_of.append(key)
+        groups.setdefault(key, []).append(i)
+    wanted = set(donated)
+    for k in donated:
+        if not arrays[k].flags.writeable:
+            return False
+    for group in groups.values():
+        # Each pair of views of one owner once, where at least one of the two is donated.
+        for n, k in enumerate(group):
+            for j in group[n + 1:]:
+                if (k in wanted or j in wanted) and np.may_share_memory(arrays[k], arrays[j]):
+                    return False
+    return True
 
 
 def _may_overwrite_by_extents(arrays: list[Any], donated: tuple[int, ...]) -> bool:
