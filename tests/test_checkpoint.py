@@ -192,11 +192,15 @@ def test_header_that_is_not_ours(tmp_path: Path) -> None:
     )
 
 
+def write_header(path: Path, header: dict[str, Any], savez: Any = np.savez, **members: Any) -> None:
+    """Write ``header`` as the checkpoint's ``__tapegrad__`` member, beside ``members``, with ``savez``."""
+    with path.open("wb") as f:
+        savez(f, __tapegrad__=np.frombuffer(json.dumps(header).encode(), np.uint8), **members)
+
+
 def test_newer_format_version(tmp_path: Path) -> None:
     path = tmp_path / "c.ckpt"
-    header = {"format": "tapegrad-checkpoint", "version": 2, "metadata": {}, "leaves": []}
-    with path.open("wb") as f:
-        np.savez(f, __tapegrad__=np.frombuffer(json.dumps(header).encode(), np.uint8))
+    write_header(path, {"format": "tapegrad-checkpoint", "version": 2, "metadata": {}, "leaves": []})
     assert load_error(path, {}) == (
         f"{path}: written in checkpoint format version 2, but this tapegrad reads versions "
         f"up to 1; upgrade tapegrad to load it"
@@ -283,12 +287,7 @@ def test_pickled_data_is_refused_unrun(tmp_path: Path) -> None:
     # The header names the member as floats, so it is read; an unnamed member never is.
     leaf = {"path": "['w']", "kind": "array", "dtype": "<f8", "shape": [1]}
     header = {"format": "tapegrad-checkpoint", "version": 1, "metadata": {}, "leaves": [leaf]}
-    with path.open("wb") as f:
-        np.savez(
-            f,
-            __tapegrad__=np.frombuffer(json.dumps(header).encode(), np.uint8),
-            leaf_0=np.array([Payload()], dtype=object),
-        )
+    write_header(path, header, leaf_0=np.array([Payload()], dtype=object))
     assert load_error(path, {"w": np.zeros(1)}) == (
         f"{path}: not a tapegrad checkpoint: it holds pickled (object) data, which tapegrad "
         f"never writes and will not load, since unpickling can run code"
@@ -469,8 +468,7 @@ def test_zip_features_zipfile_cannot_read(
 def test_a_compressed_member_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.ckpt"
     header = {"format": "tapegrad-checkpoint", "version": 1, "metadata": {}, "leaves": []}
-    with path.open("wb") as f:
-        np.savez_compressed(f, __tapegrad__=np.frombuffer(json.dumps(header).encode(), np.uint8))
+    write_header(path, header, savez=np.savez_compressed)
     assert load_error(path, {}) == (
         f"{path}: not a tapegrad checkpoint: its member __tapegrad__ is compressed or "
         f"encrypted, and tapegrad writes (and reads) only uncompressed members; was it "
