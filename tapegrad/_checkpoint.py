@@ -337,41 +337,7 @@ def _read_member(
         )
     try:
         with archive.zip.open(info) as member:
-            version = np.lib.format.read_magic(member)
-            if version not in _NPY_HEADER_READERS:
-                raise CheckpointError(
-                    _truncated(file, f"the member for {what} is in .npy format {version}")
-                )
-            found_shape, _, found_dtype = _NPY_HEADER_READERS[version](member)
-            if found_dtype.hasobject:
-                raise CheckpointError(
-                    f"{file}: not a tapegrad checkpoint: it holds pickled (object) data, "
-                    f"which tapegrad never writes and will not load, since unpickling can "
-                    f"run code"
-                )
-            declared = (dtype, shape) if shape is not None else (dtype, found_shape[:1])
-            if (found_dtype.str, found_shape) != declared:
-                expectation = (
-                    f"the header declares {dtype} of shape {shape}"
-                    if shape is not None
-                    else f"a header is a 1-d {dtype} array"
-                )
-                raise CheckpointError(
-                    _truncated(
-                        file,
-                        f"the member for {what} holds {found_dtype.str} of shape "
-                        f"{found_shape}, where {expectation}",
-                    )
-                )
-            data_size = math.prod(found_shape) * found_dtype.itemsize
-            if member.tell() + data_size != info.file_size:
-                raise CheckpointError(
-                    _truncated(
-                        file,
-                        f"the member for {what} declares {data_size} bytes of data, but its "
-                        f"zip entry holds {info.file_size - member.tell()}",
-                    )
-                )
+            _check_npy_header(file, member, info.file_size, what, dtype, shape)
             member.seek(0)  # read_array reads (and checks) the .npy header itself
             return np.lib.format.read_array(member, allow_pickle=False)
     except CheckpointError:
@@ -379,6 +345,45 @@ def _read_member(
     # NotImplementedError: zipfile's answer to damaged flag bits (patched data, strong encryption).
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
         raise CheckpointError(_truncated(file, str(exc) or type(exc).__name__)) from None
+
+
+def _check_npy_header(
+    file: Path, member: Any, entry_size: int, what: str, dtype: str | None, shape: tuple[int, ...] | None
+) -> None:
+    """Check a member's .npy header against what the checkpoint declares and its zip entry holds."""
+    version = np.lib.format.read_magic(member)
+    if version not in _NPY_HEADER_READERS:
+        raise CheckpointError(_truncated(file, f"the member for {what} is in .npy format {version}"))
+    found_shape, _, found_dtype = _NPY_HEADER_READERS[version](member)
+    if found_dtype.hasobject:
+        raise CheckpointError(
+            f"{file}: not a tapegrad checkpoint: it holds pickled (object) data, "
+            f"which tapegrad never writes and will not load, since unpickling can "
+            f"run code"
+        )
+    declared = (dtype, shape) if shape is not None else (dtype, found_shape[:1])
+    if (found_dtype.str, found_shape) != declared:
+        expectation = (
+            f"the header declares {dtype} of shape {shape}"
+            if shape is not None
+            else f"a header is a 1-d {dtype} array"
+        )
+        raise CheckpointError(
+            _truncated(
+                file,
+                f"the member for {what} holds {found_dtype.str} of shape "
+                f"{found_shape}, where {expectation}",
+            )
+        )
+    data_size = math.prod(found_shape) * found_dtype.itemsize
+    if member.tell() + data_size != entry_size:
+        raise CheckpointError(
+            _truncated(
+                file,
+                f"the member for {what} declares {data_size} bytes of data, but its "
+                f"zip entry holds {entry_size - member.tell()}",
+            )
+        )
 
 
 def _parse_header(file: Path, raw: np.ndarray[Any, Any]) -> _Header:
