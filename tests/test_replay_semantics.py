@@ -15,7 +15,8 @@ import re
 import threading
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -259,6 +260,19 @@ def test_a_0d_tensor_learning_rate_traces_once() -> None:
 # ---- 9. another thread's random draws --------------------------------------------------------
 
 
+@contextmanager
+def _in_another_thread(target: Callable[[], object], *stop: threading.Event) -> Iterator[None]:
+    """Runs ``target`` in another thread for the block; after it, sets the ``stop`` events and joins."""
+    thread = threading.Thread(target=target)
+    thread.start()
+    try:
+        yield
+    finally:
+        for event in stop:
+            event.set()
+        thread.join()
+
+
 def test_another_threads_random_draws_do_not_fail_a_trace() -> None:
     stop = threading.Event()
 
@@ -271,28 +285,18 @@ def test_another_threads_random_draws_do_not_fail_a_trace() -> None:
             x = x * 1.0001 + 0.0001
         return x
 
-    thread = threading.Thread(target=draw)
-    thread.start()
-    try:
+    with _in_another_thread(draw, stop):
         for _ in range(20):
             replayed = tg.replay(f)
             replayed(tg.tensor(np.ones(8)))
             assert replayed.traces == 1
-    finally:
-        stop.set()
-        thread.join()
 
 
 def test_this_threads_draw_is_still_refused_while_another_thread_runs() -> None:
     stop = threading.Event()
-    thread = threading.Thread(target=stop.wait)
-    thread.start()
-    try:
+    with _in_another_thread(stop.wait, stop):
         with pytest.raises(ReplayError, match="global random generator"):
             tg.replay(lambda x: x + tg.tensor(np.random.normal(size=3)))(tg.tensor(np.zeros(3)))
-    finally:
-        stop.set()
-        thread.join()
 
 
 # ---- 10. printing ----------------------------------------------------------------------------
@@ -613,17 +617,11 @@ def test_another_threads_generator_on_an_object_the_step_uses_is_not_blamed() ->
             trainer.loader_rng.normal(size=16)
             drawn.set()
 
-    thread = threading.Thread(target=load)
-    thread.start()
-    try:
+    with _in_another_thread(load, stop, ask):
         for _ in range(3):
             replayed = tg.replay(step)
             replayed(tg.tensor(np.ones(8)))
             assert replayed.traces == 1
-    finally:
-        stop.set()
-        ask.set()
-        thread.join()
 
 
 def test_debug_print_is_held_even_when_a_nested_replay_is_traced_after_it(
