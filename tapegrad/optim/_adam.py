@@ -112,15 +112,20 @@ def _zeros_like(params: Params) -> Any:
     return treedef.unflatten(Tensor(array_module(p.data).zeros_like(p.data)) for p in leaves)
 
 
-def _bias_corrections(
-    step: Any, b1: float, b2: float
-) -> tuple[Callable[[np.dtype[Any]], Any], Callable[[np.dtype[Any]], Any]]:
-    """``1 / (1 - b1**step)`` and ``1 / (1 - b2**step)`` for the 0-d array ``step``, by dtype.
+def _correction(b: Hyper, step: Any) -> Callable[[np.dtype[Any]], Any]:
+    """Adam's bias correction ``1 / (1 - b**step)`` for the 0-d array ``step``, by dtype.
 
-    NumPy computes them in float64 from the array, as Python did from an int
-    step, and each is then rounded once to the dtype asked for.
+    For a number ``b`` (the raw path, and the recorded one for a constant),
+    NumPy computes it in float64 from the array, as Python did from an int
+    step, and it is then rounded once to the dtype asked for. A Tensor ``b``
+    (recorded path only) gives a Tensor, computed in its own dtype (float64
+    for a float64 hyperparameter, as NumPy computes it from a Python float)
+    and then cast.
     """
-    return _in_each_dtype(1.0 / (1.0 - b1**step)), _in_each_dtype(1.0 / (1.0 - b2**step))
+    if not isinstance(b, Tensor):
+        return _in_each_dtype(1.0 / (1.0 - b**step))
+    correction = 1.0 / (1.0 - b**step)
+    return lambda dtype: correction.astype(dtype)
 
 
 def _adam_arrays(
@@ -130,7 +135,7 @@ def _adam_arrays(
 
     ``m + (1 - b1)(g - m)`` is the seed's ``b1 m + (1 - b1) g`` rearranged to
     need no temporary; the division by ``sqrt(v_hat) + eps`` is the seed's.
-    ``m_scale`` and ``v_scale`` are the bias corrections of `_bias_corrections`,
+    ``m_scale`` and ``v_scale`` are the bias corrections of `_correction`,
     already in the arrays' dtype. The arrays must have at least one dimension: on 0-d arrays NumPy returns
     scalars, which ``out=`` cannot take.
     """
@@ -161,19 +166,6 @@ def _sqrt_or_zero(x: Tensor) -> Tensor:
     """
     positive_ = x > 0
     return where(positive_, sqrt(where(positive_, x, 1.0)), 0.0)
-
-
-def _correction(b: Hyper, step: Any) -> Callable[[np.dtype[Any]], Any]:
-    """``1 / (1 - b**step)`` by dtype, as `_bias_corrections` computes it, for the recorded path.
-
-    A Tensor ``b`` gives a Tensor, computed in its own dtype (float64 for a
-    float64 hyperparameter, as NumPy computes it from a Python float) and then
-    cast; a number gives `_bias_corrections`' constant.
-    """
-    if not isinstance(b, Tensor):
-        return _in_each_dtype(1.0 / (1.0 - b**step))
-    correction = 1.0 / (1.0 - b**step)
-    return lambda dtype: correction.astype(dtype)
 
 
 def _adam_recorded(
@@ -227,7 +219,7 @@ def scale_by_adam(b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8) -> Tran
         if recording():  # differentiable, leaf by leaf
             out, new_m, new_v = _adam_recorded(grads, ms, vs, *given, step.data)
             return out, AdamState(step, treedef.unflatten(new_m), treedef.unflatten(new_v))
-        m_scale, v_scale = _bias_corrections(step.data, b1, b2)
+        m_scale, v_scale = _correction(b1, step.data), _correction(b2, step.data)
         flat_g = flat_of(grads)
         if flat_g is not None and flat_g.dtype == ms[0].dtype == vs[0].dtype:
             dtype = flat_g.dtype
