@@ -114,9 +114,6 @@ def _keep_state_of(skipped: list[int], old: Any, new: Any) -> Any:
 class Adam(Optimizer):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)``, as ``torch.optim.Adam``."""
 
-    #: What `torchlike.replay` need not guard: the state is data, the rest follows param_groups.
-    _unguarded: frozenset[str] = frozenset({"state", "defaults", "_make", "_built_from", "_opt"})
-
     def __init__(
         self,
         params: Iterable[Tensor],
