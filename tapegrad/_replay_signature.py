@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _tree
 from ._flat import _LAYOUTS, Layout, flat_run
+from ._replay_random import GENERATORS
 from ._tensor import Tensor
 from ._traced import ReplayError, Traced
 
@@ -102,7 +103,6 @@ def bind(leaves: list[Any], treedef: _tree.TreeDef) -> Binding | None:
 # common kinds answer before any isinstance test, and the tests use tuples
 # built once (``A | B`` builds a new union object on every evaluation).
 _PLAIN_STATIC = frozenset({type(None), bool, int, str})
-_GENERATORS = (np.random.Generator, np.random.RandomState, np.random.BitGenerator)
 _FLOATS = (float, np.floating)
 _COMPLEXES = (complex, np.complexfloating)
 
@@ -116,7 +116,7 @@ def static_key(leaf: Any) -> Hashable:
         return (float, leaf.hex())
     if isinstance(leaf, Traced):
         raise ReplayError("replay: a replayed function was called with a traced value from another trace")
-    if isinstance(leaf, _GENERATORS):
+    if isinstance(leaf, GENERATORS):
         # Static leaves are compared by identity: every replay would hand back the trace's draw.
         raise ReplayError(
             f"replay: an argument is a {type(leaf).__name__}; a replay would repeat the numbers it "
