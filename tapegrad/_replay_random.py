@@ -95,7 +95,7 @@ def watch_global_random() -> Iterator[Callable[[], str | None]]:
     def drew() -> str | None:
         if "default_rng" in drawn:
             return "default_rng"
-        if drawn or (alone and not _same_state(before, np.random.get_state(legacy=False))):
+        if drawn or (alone and not same_states(before, np.random.get_state(legacy=False))):
             return "global"
         return None
 
@@ -109,10 +109,6 @@ def watch_global_random() -> Iterator[Callable[[], str | None]]:
                 for name, fn in _installed.items():
                     setattr(np.random, name, fn)
                 _installed.clear()
-
-
-def _same_state(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["state"]["pos"] == b["state"]["pos"] and bool(np.array_equal(a["state"]["key"], b["state"]["key"]))
 
 
 GENERATORS = (np.random.Generator, np.random.RandomState, np.random.BitGenerator)
