@@ -529,6 +529,16 @@ def test_changing_momentum_after_construction_is_refused() -> None:
     )
 
 
+def assert_step_refused(step: Step, model: Gated, opt: tl.SGD, message: str) -> None:
+    """Replaying ``step`` once must raise ReplayError(``message``) and leave nothing cached."""
+    replayed = tl.replay(step, model, opt)
+    x, y = data(1)[0]
+    with pytest.raises(tg.ReplayError) as info:
+        replayed(tl.Tensor(x), tl.Tensor(y))
+    assert str(info.value) == message
+    assert replayed.replayed.cache_size == 0  # type: ignore[attr-defined]
+
+
 def test_a_step_that_adds_state_to_its_module_is_refused() -> None:
     _, (model, opt, crit, _) = twins()
 
@@ -540,16 +550,12 @@ def test_a_step_that_adds_state_to_its_module_is_refused() -> None:
         opt.step()
         return loss
 
-    replayed = tl.replay(step, model, opt)
-    x, y = data(1)[0]
-    with pytest.raises(tg.ReplayError) as info:
-        replayed(tl.Tensor(x), tl.Tensor(y))
-    assert str(info.value) == (
+    assert_step_refused(
+        step, model, opt,
         "torchlike.replay: the step added or removed attributes, parameters or modules of the "
         "objects it uses, which a replay cannot repeat; build the model and the optimizer before "
-        "calling the step"
+        "calling the step",
     )
-    assert replayed.replayed.cache_size == 0  # type: ignore[attr-defined]
 
 
 def test_a_step_that_replaces_a_tensor_of_its_module_is_refused() -> None:
@@ -564,15 +570,11 @@ def test_a_step_that_replaces_a_tensor_of_its_module_is_refused() -> None:
         opt.step()
         return loss
 
-    replayed = tl.replay(step, model, opt)
-    x, y = data(1)[0]
-    with pytest.raises(tg.ReplayError) as info:
-        replayed(tl.Tensor(x), tl.Tensor(y))
-    assert str(info.value) == (
+    assert_step_refused(
+        step, model, opt,
         "torchlike.replay: the step replaced model.offset, which a replay cannot repeat; change it "
-        "outside the step"
+        "outside the step",
     )
-    assert replayed.replayed.cache_size == 0  # type: ignore[attr-defined]
 
 
 def test_more_than_one_param_group_is_refused() -> None:
