@@ -134,16 +134,14 @@ def reachable_generators(fn: Callable[..., Any]) -> list[Any]:
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        if obj is fn and isinstance(obj, types.FunctionType):  # walked whatever its module
-            stack += _named_by(obj, names)
-        elif isinstance(obj, GENERATORS):
+        if isinstance(obj, GENERATORS):
             found.append(obj)
         elif isinstance(obj, types.MethodType):
             stack += [obj.__self__, obj.__func__]  # the function first, for its names
         elif isinstance(obj, functools.partial):
             stack += [obj.func, *obj.args, *obj.keywords.values()]
         elif isinstance(obj, types.FunctionType):
-            if (obj.__module__ or "").startswith(_NOT_WALKED):
+            if obj is not fn and (obj.__module__ or "").startswith(_NOT_WALKED):  # fn: whatever its module
                 continue
             stack += _named_by(obj, names)
         elif not isinstance(obj, type | types.ModuleType) and hasattr(obj, "__dict__"):
