@@ -405,17 +405,15 @@ def replay(step: Callable[P, R], *stateful: Module | Optimizer) -> Callable[P, R
             _autograd.release()  # what the trace recorded and left is of no use
             current.clear()
         _write(found, new_state)
+        traced = replayed.traces != traces
         try:
             replayed.check_escapes()
+            if traced:
+                changes_of[signature] = _changes(found, scan())
         except ReplayError:
             replayed.clear()  # never replay what was refused
             raise
-        if replayed.traces != traces:
-            try:
-                changes_of[signature] = _changes(found, scan())
-            except ReplayError:
-                replayed.clear()  # never replay what was refused
-                raise
+        if traced:
             if len(changes_of) > MAX_SIGNATURES:
                 changes_of.popitem(last=False)
         elif signature in changes_of:
