@@ -411,16 +411,13 @@ def _may_overwrite(arrays: list[Any], donated: tuple[int, ...]) -> bool:
     (a buffer, a memory map) is compared with every array.
     """
     groups: dict[int, list[int]] = {}
-    owner_of: list[int] = []
     for i, array in enumerate(arrays):
         owner = array.base
         if owner is None:
             owner = array
         if type(owner) is not np.ndarray or not owner.flags.owndata:
             return _may_overwrite_by_extents(arrays, donated)
-        key = id(owner)
-        owner_of.append(key)
-        groups.setdefault(key, []).append(i)
+        groups.setdefault(id(owner), []).append(i)
     wanted = set(donated)
     for k in donated:
         if not arrays[k].flags.writeable:
