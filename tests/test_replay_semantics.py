@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import Tensor, _replay
+from tapegrad import ReplayError, Tensor, _replay
 
 
 def exact(message: str) -> str:
@@ -65,9 +65,6 @@ def test_without_donation_a_call_that_raises_leaves_its_arguments_intact() -> No
     with np.errstate(over="raise"), pytest.raises(FloatingPointError):
         step(w, tg.tensor(np.full(4, 1e308)))
     np.testing.assert_array_equal(w.numpy(), np.full(4, 7.0))
-
-
-ReplayError = tg.ReplayError
 
 
 # ---- 2. a traced value that escapes by a side effect ---------------------------------------
