@@ -139,10 +139,16 @@ def _axpy(w: Tensor, v: Tensor) -> Tensor:
     return w * 2.0 + v
 
 
-def test_a_donated_argument_sharing_memory_with_another_is_not_overwritten() -> None:
+def _donating_axpy() -> _replay.Replayed[[Tensor, Tensor], Tensor]:
+    """`_axpy`, donating ``w``, traced and replayed once on arrays with memory of their own."""
     step = tg.replay(_axpy, donate_argnums=0)
-    step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))  # traced with separate memory
-    step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    for _ in range(2):
+        step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    return step
+
+
+def test_a_donated_argument_sharing_memory_with_another_is_not_overwritten() -> None:
+    step = _donating_axpy()  # traced with separate memory
     w = tg.tensor(np.arange(4.0))
     out = step(w, Tensor(w.data))  # the same memory under two tensors
     np.testing.assert_array_equal(out.numpy(), np.arange(4.0) * 3)
@@ -151,18 +157,14 @@ def test_a_donated_argument_sharing_memory_with_another_is_not_overwritten() -> 
 
 
 def test_a_donated_argument_overlapping_another_as_a_view_is_not_overwritten() -> None:
-    step = tg.replay(_axpy, donate_argnums=0)
-    for _ in range(2):
-        step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    step = _donating_axpy()
     base = np.arange(6.0)
     out = step(Tensor(base[:4]), Tensor(base[2:]))
     np.testing.assert_array_equal(out.numpy(), np.arange(4.0) * 2 + np.arange(2.0, 6.0))
 
 
 def test_a_read_only_donated_array_works_as_eagerly() -> None:
-    step = tg.replay(_axpy, donate_argnums=0)
-    for _ in range(2):
-        step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    step = _donating_axpy()
     frozen = np.arange(4.0)
     frozen.flags.writeable = False
     out = step(Tensor(frozen), tg.tensor(np.ones(4)))
@@ -479,9 +481,7 @@ def test_the_wrappers_replay_refuses_a_global_generator_too() -> None:
 
 
 def test_donated_views_of_one_array_that_do_not_overlap_still_replay_in_place() -> None:
-    step = tg.replay(_axpy, donate_argnums=0)
-    for _ in range(2):
-        step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    step = _donating_axpy()
     base = np.arange(8.0)
     out = step(Tensor(base[:4]), Tensor(base[4:]))  # one owner, disjoint halves
     np.testing.assert_array_equal(out.numpy(), np.arange(4.0) * 2 + np.arange(4.0, 8.0))
@@ -489,9 +489,7 @@ def test_donated_views_of_one_array_that_do_not_overlap_still_replay_in_place() 
 
 
 def test_donated_memory_owned_by_a_buffer_is_compared_by_extent() -> None:
-    step = tg.replay(_axpy, donate_argnums=0)
-    for _ in range(2):
-        step(tg.tensor(np.arange(4.0)), tg.tensor(np.ones(4)))
+    step = _donating_axpy()
     memory = bytearray(np.arange(4.0).tobytes())
     w, v = np.frombuffer(memory), np.frombuffer(memory)  # two arrays, one bytearray
     out = step(Tensor(w), Tensor(v))
