@@ -127,14 +127,13 @@ def recording_tape() -> Tape:
     tensor can reach are freed first.
     """
     tape = _AMBIENT.tape
+    if tape is not None and (_AMBIENT.live.n <= 0 or len(tape) >= _AMBIENT.sweep_at):
+        release_unused()  # may close the tape (release() resets sweep_at)
+        tape = _AMBIENT.tape
+        if tape is not None:
+            _AMBIENT.sweep_at = max(SWEEP_AT_LEAST, 2 * len(tape))
     if tape is None:
         tape = _AMBIENT.tape = Tape()
-    elif _AMBIENT.live.n <= 0 or len(tape) >= _AMBIENT.sweep_at:
-        release_unused()
-        tape = _AMBIENT.tape
-        if tape is None:
-            tape = _AMBIENT.tape = Tape()
-        _AMBIENT.sweep_at = max(SWEEP_AT_LEAST, 2 * len(tape))
     return tape
 
 
