@@ -267,16 +267,16 @@ def _rate(schedule: Schedule, count: Any, keep_tensor: bool = False) -> Any:
     return rate
 
 
-def _negated_rate(rate: Any, dtype: np.dtype[Any]) -> Any:
-    """``-rate`` as a factor for updates of ``dtype``, for the recorded path.
+def _negated(rate: Any) -> Callable[[np.dtype[Any]], Any]:
+    """``-rate`` as a factor for updates of each dtype asked, for both paths.
 
-    A Tensor rate (a learning rate being meta-learned) is cast with the
-    differentiable `astype`; anything else is a constant, rounded as the raw
-    path rounds it.
+    A Tensor rate (recorded path only: a learning rate being meta-learned) is
+    cast with the differentiable `astype`; anything else is `_in_each_dtype`'s
+    constant, rounded once per dtype.
     """
     if isinstance(rate, Tensor):
-        return -rate.astype(dtype)
-    return _in_dtype(rate, dtype, negate=True)
+        return lambda dtype: -rate.astype(dtype)
+    return _in_each_dtype(rate, negate=True)
 
 
 def scale_by_learning_rate(lr: float | Schedule | Tensor) -> Transform[ScaleState]:
@@ -296,10 +296,9 @@ def scale_by_learning_rate(lr: float | Schedule | Tensor) -> Transform[ScaleStat
     ) -> tuple[list[Tensor], ScaleState]:
         count = _count_data("scale_by_learning_rate", "state.count", state.count)
         if recording():  # differentiable, also in a Tensor rate (cast to each update's dtype)
-            rate = _rate(schedule, count, keep_tensor=True)
-            scaled = [u * _negated_rate(rate, u.dtype) for u in leaves]
-            return scaled, ScaleState(_next_count(count))
-        factor = _in_each_dtype(_rate(schedule, count), negate=True)
+            factor = _negated(_rate(schedule, count, keep_tensor=True))
+            return [u * factor(u.dtype) for u in leaves], ScaleState(_next_count(count))
+        factor = _negated(_rate(schedule, count))
         flat = flat_of(leaves)
         if flat is not None:
             scaled = split_like(flat * factor(flat.dtype), leaves)
