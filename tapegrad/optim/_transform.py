@@ -75,13 +75,10 @@ class Transform(Generic[S]):
         return Transform(init, update_leaves)
 
 
-def recording() -> bool:
-    """Whether a tape records now: then the transforms compute with tapegrad ops.
-
-    The raw path records nothing, so a gradient taken through it would miss
-    every path through the update (a silently first-order meta-gradient).
-    """
-    return is_recording()
+#: Whether a tape records now: then the transforms compute with tapegrad ops. The raw
+#: path records nothing, so a gradient taken through it would miss every path through
+#: the update (a silently first-order meta-gradient).
+recording = is_recording
 
 
 def leaves_matching(
