@@ -111,6 +111,9 @@ def _cast_to(x: Any, dtype: Any) -> Any:
     return np.asarray(x).astype(dtype) if isinstance(x, np.generic) else x.astype(dtype)
 
 
+_PYTHON_NUMBERS = (int, float, bool)
+
+
 def unify(op: str, a: Any, b: Any) -> tuple[Any, Any]:
     """The operands under tapegrad's promotion rule (stated in the README).
 
@@ -122,6 +125,9 @@ def unify(op: str, a: Any, b: Any) -> tuple[Any, Any]:
     floating dtype, as in PyTorch and JAX (NumPy would make int64 with
     float32 float64); it is not differentiable, so its cast is not recorded.
     """
+    # A tensor and a Python number (``x * 0.5``), the next most common case: nothing to do.
+    if (type(a) is Tensor and type(b) in _PYTHON_NUMBERS) or (type(b) is Tensor and type(a) in _PYTHON_NUMBERS):
+        return a, b
     if isinstance(a, np.generic) and a.dtype.kind in "biuf":
         a = a.item()
     if isinstance(b, np.generic) and b.dtype.kind in "biuf":
