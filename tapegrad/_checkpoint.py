@@ -30,8 +30,8 @@ import attrs
 import numpy as np
 
 from . import _tree
-from ._backend import to_device, to_host
-from ._tensor import Tensor
+from ._arrays._backend import to_device, to_host
+from ._core._tensor import Tensor
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ import weakref
 
 import attrs
 
-from ._tensor import Tensor
+from ._core._tensor import Tensor
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ it. The functional API never needs this: its ops follow their inputs' arrays.
 
 from types import ModuleType
 
-from ._backend import default_device, module_for
+from ._arrays._backend import default_device, module_for
 
 xp: ModuleType = module_for(default_device())
 BACKEND_NAME: str = xp.__name__

@@ -13,8 +13,8 @@ import builtins
 import sys
 from typing import Any
 
-from ._replay import note_effect_recorded, perform, tracing
-from ._tensor import Tensor
+from ._replay._replayed import note_effect_recorded, perform, tracing
+from ._core._tensor import Tensor
 
 __all__ = ["print"]
 

@@ -18,8 +18,8 @@ import attrs
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._backend import check_device, default_device, to_device
-from ._tensor import Tensor
+from ._arrays._backend import check_device, default_device, to_device
+from ._core._tensor import Tensor
 from ._tree import register_leaf
 
 

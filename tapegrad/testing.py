@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import to_host
-from ._tape import Tape
-from ._tensor import Tensor, tensor
+from ._arrays._backend import to_host
+from ._core._tape import Tape
+from ._core._tensor import Tensor, tensor
 
 
 def _random_like(rng: np.random.Generator, t: Tensor) -> Tensor:

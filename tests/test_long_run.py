@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _tape
+from tapegrad._core import _tape
 from tapegrad.nn import MLP, cross_entropy
 
 STEPS = 5_000

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import tapegrad as tg
 from tapegrad import Tensor, tree
-from tapegrad._shape import scatter_add
+from tapegrad._core._shape import scatter_add
 from tapegrad.testing import check_grads
 
 T = TypeVar("T")

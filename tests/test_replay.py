@@ -519,7 +519,7 @@ def test_np_asarray_inside_is_refused() -> None:
         return np.asarray(loss_of(w, x).data)
 
     # The text is pinned in test_replay_corpus.py: it also covers table[idx] and buf[idx] = x.
-    from tapegrad._traced import UNOWNED_ARRAY_MESSAGE
+    from tapegrad._arrays._traced import UNOWNED_ARRAY_MESSAGE
 
     assert_refused(f, UNOWNED_ARRAY_MESSAGE, W, X)
 
@@ -874,7 +874,7 @@ def test_a_donated_buffer_that_takes_new_parameters_hands_back_its_registered_vi
     # One call makes all the views of a buffer (the parameters given, then the new first
     # and second moments and parameters). Each new buffer is the donated one it replaces,
     # updated in place, so its registered views (arrays the caller gave up) come back.
-    from tapegrad._flat import views_of
+    from tapegrad._arrays._packed import views_of
 
     last = list(step._cache.values())[-1]
     name = next(k for k, v in last.run.__globals__.items() if v is views_of)
@@ -884,7 +884,7 @@ def test_a_donated_buffer_that_takes_new_parameters_hands_back_its_registered_vi
 
 
 def test_split_returns_the_registered_views_unless_one_was_reshaped_in_place() -> None:
-    from tapegrad._flat import split, views_of
+    from tapegrad._arrays._packed import split, views_of
 
     layout = ((2, 3), (4,))
     flat = np.arange(10.0)

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import ReplayError, Tensor, _replay
+from tapegrad import ReplayError, Tensor
+from tapegrad._replay import _replayed as _replay
 
 
 def exact(message: str) -> str:

@@ -174,7 +174,7 @@ def test_gradient_inside_the_tape_block_is_recorded_by_outer_tapes_only() -> Non
 
 
 # ---- unconnected sources -----------------------------------------------------------
-def _unused_source_grads(unconnected: tg._tape.Unconnected) -> dict[str, Tensor | None]:
+def _unused_source_grads(unconnected: tg._core._tape.Unconnected) -> dict[str, Tensor | None]:
     params = {"used": tg.tensor([1.0, 2.0]), "unused": tg.tensor([[1.0], [2.0]])}
     with Tape() as tape:
         y = params["used"].sum()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import tapegrad as tg
 from tapegrad import Tensor
-from tapegrad._shape import scatter_add
+from tapegrad._core._shape import scatter_add
 
 TgFn = Callable[..., Tensor]
 TorchFn = Callable[..., torch.Tensor]

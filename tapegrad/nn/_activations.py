@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from .._custom_vjp import custom_vjp
-from .._math import relu as relu
-from .._math import tanh
-from .._tape import is_recording
-from .._tensor import Tensor
+from .._core._custom_vjp import custom_vjp
+from .._core._math import relu as relu
+from .._core._math import tanh
+from .._core._tape import is_recording
+from .._core._tensor import Tensor
 
 _C = math.sqrt(2.0 / math.pi)
 _K = 0.044715

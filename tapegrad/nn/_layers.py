@@ -14,8 +14,8 @@ import attrs
 import numpy as np
 
 from .. import random
-from .._linalg import affine
-from .._tensor import Tensor
+from .._core._linalg import affine
+from .._core._tensor import Tensor
 from ._activations import gelu, relu
 
 P = TypeVar("P")

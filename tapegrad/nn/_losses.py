@@ -6,12 +6,12 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 
-from .._backend import array_module, zeros_for
-from .._custom_vjp import custom_vjp
-from .._reduce import log_softmax, softmax
-from .._tape import is_recording
-from .._tensor import Tensor, wrap
-from .._traced import concrete
+from .._arrays._backend import array_module, zeros_for
+from .._core._custom_vjp import custom_vjp
+from .._core._reduce import log_softmax, softmax
+from .._core._tape import is_recording
+from .._core._tensor import Tensor, wrap
+from .._arrays._traced import concrete
 
 Reduction: TypeAlias = Literal["mean", "sum", "none"]
 _REDUCTIONS = ("mean", "sum", "none")

@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 import numpy as np
 from numpy.typing import NDArray
 
-from .._tensor import Tensor
+from .._core._tensor import Tensor
 
 #: What a schedule returns: a Python float, a NumPy scalar, a 0-d float array or
 #: a 0-d Tensor. The optimizer never calls ``float()`` on it (see `tapegrad.replay`).

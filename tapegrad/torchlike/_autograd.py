@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .._tape import Record, Tape, gradient_of_records, graph_of, take_records
-from .._tensor import Tensor as CoreTensor
+from .._core._tape import Record, Tape, gradient_of_records, graph_of, take_records
+from .._core._tensor import Tensor as CoreTensor
 
 if TYPE_CHECKING:
     from ._tensor import Tensor

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import _tree, optim
-from .._tensor import Tensor as CoreTensor
+from .._core._tensor import Tensor as CoreTensor
 from ._tensor import Tensor
 
 

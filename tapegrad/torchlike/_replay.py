@@ -20,11 +20,11 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 
 from .. import _tree
-from .._replay import RETRACE_WARNING_AFTER, ReplayRetraceWarning
-from .._replay import replay as core_replay
-from .._replay_signature import static_key
-from .._tensor import Tensor as CoreTensor
-from .._traced import ReplayError
+from .._replay._replayed import RETRACE_WARNING_AFTER, ReplayRetraceWarning
+from .._replay._replayed import replay as core_replay
+from .._replay._signature import static_key
+from .._core._tensor import Tensor as CoreTensor
+from .._arrays._traced import ReplayError
 from . import _autograd
 from ._module import Module
 from ._optim import Optimizer

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import _math, _reduce
-from .._backend import Array
-from .._tape import stop_gradient
-from .._tensor import Tensor as CoreTensor
-from .._tensor import tensor as core_tensor
+from .._core import _math, _reduce
+from .._arrays._backend import Array
+from .._core._tape import stop_gradient
+from .._core._tensor import Tensor as CoreTensor
+from .._core._tensor import tensor as core_tensor
 from . import _autograd
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._backend import HOST_ARRAYS, array_module
+from .._arrays._backend import HOST_ARRAYS, array_module
 from ._dispatch import as_tensor, binary, compare, lift, raw, same_device, shapes_of, unary, unify
 from ._primitive import primitive
 from ._tape import _ACTIVE, emit

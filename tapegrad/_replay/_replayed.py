@@ -27,14 +27,14 @@ from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, cast
 import attrs
 import numpy as np
 
-from . import _tree
-from ._flat import split
-from ._replay_random import generator_states, reachable_generators, same_states, watch_global_random
-from ._replay_signature import Binding, bind, compile_guard
-from ._replay_codegen import GuardFailed, compile_recording
-from ._tape import _ACTIVE
-from ._tensor import Tensor
-from ._traced import Const, Recording, ReplayError, Ref, Template, Traced
+from .. import _tree
+from .._arrays._packed import split
+from ._random import generator_states, reachable_generators, same_states, watch_global_random
+from ._signature import Binding, bind, compile_guard
+from ._codegen import GuardFailed, compile_recording
+from .._core._tape import _ACTIVE
+from .._core._tensor import Tensor
+from .._arrays._traced import Const, Recording, ReplayError, Ref, Template, Traced
 
 P = ParamSpec("P")
 R = TypeVar("R")

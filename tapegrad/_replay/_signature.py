@@ -18,11 +18,11 @@ from typing import Any, cast
 import attrs
 import numpy as np
 
-from . import _tree
-from ._flat import _LAYOUTS, Layout, flat_run
-from ._replay_random import GENERATORS
-from ._tensor import Tensor
-from ._traced import ReplayError, Traced
+from .. import _tree
+from .._arrays._packed import _LAYOUTS, Layout, flat_run
+from ._random import GENERATORS
+from .._core._tensor import Tensor
+from .._arrays._traced import ReplayError, Traced
 
 
 @attrs.frozen

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ._replay_buffers import accumulate_into_donated, reuse_buffers, write_into_concatenations
-from ._traced import (
+from ._passes import accumulate_into_donated, reuse_buffers, write_into_concatenations
+from .._arrays._traced import (
     Const,
     Container,
     Instruction,

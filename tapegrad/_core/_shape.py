@@ -7,14 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import array_module, device_of, to_device
-from ._backend import scatter_add as _scatter_add_raw
-from ._backend import zeros_for
+from .._arrays._backend import array_module, device_of, to_device
+from .._arrays._backend import scatter_add as _scatter_add_raw
+from .._arrays._backend import zeros_for
 from ._dispatch import as_tensor, mixed_floats
 from ._primitive import primitive
 from ._tape import emit
 from ._tensor import Index, Tensor, TensorLike
-from ._traced import Traced, owned_constant, traced_in
+from .._arrays._traced import Traced, owned_constant, traced_in
 
 Grads = Sequence[Tensor | None]
 Axes = int | tuple[int, ...] | None

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 import numpy as np
 
-from ._traced import Traced, refuse_print, traced_asarray
-from ._backend import (
+from .._arrays._traced import Traced, refuse_print, traced_asarray
+from .._arrays._backend import (
     Array,
     Device,
     check_device,

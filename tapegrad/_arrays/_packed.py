@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import HOST_ARRAYS
-from ._tensor import Tensor
+from .._core._tensor import Tensor
 from ._traced import Traced
 
 # For each flat buffer we split: a weak reference to it, weak references to

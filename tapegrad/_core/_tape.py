@@ -17,10 +17,10 @@ from typing import Any, Literal, TypeAlias, TypeVar
 import numpy as np
 
 from . import _anomaly
-from ._backend import array_module
+from .._arrays._backend import array_module
 from ._primitive import Primitive
 from ._tensor import Tensor, wrap
-from . import _tree as tree
+from .. import _tree as tree
 
 Record: TypeAlias = tuple[Primitive, tuple[Tensor, ...], Tensor, Any]
 Unconnected: TypeAlias = Literal["zero", "none", "error"]

@@ -25,9 +25,9 @@ from typing import Any, Generic, TypeAlias, TypeVar
 import attrs
 
 from .. import _tree
-from .._tape import is_recording
-from .._tensor import Tensor, wrap
-from .._flat import flat_of, split_like
+from .._core._tape import is_recording
+from .._core._tensor import Tensor, wrap
+from .._arrays._packed import flat_of, split_like
 from ._schedule import Schedule as Schedule
 from ._schedule import tensor_value
 

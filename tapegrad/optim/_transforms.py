@@ -9,12 +9,12 @@ import attrs
 import numpy as np
 
 from .. import _tree
-from .._backend import array_module
-from .._math import sqrt, where
-from .._tensor import Tensor, wrap
-from .._flat import flat_of, split_like, zeros_like_flat
+from .._arrays._backend import array_module
+from .._core._math import sqrt, where
+from .._core._tensor import Tensor, wrap
+from .._arrays._packed import flat_of, split_like, zeros_like_flat
 from ._schedule import as_schedule
-from ._transform import (
+from ._base import (
     Params,
     Schedule,
     Transform,

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import device_of
+from .._arrays._backend import device_of
 from ._primitive import Primitive
 from ._tape import _ACTIVE, emit
 from ._tensor import Tensor, TensorLike, wrap
-from ._traced import Traced
+from .._arrays._traced import Traced
 
 _PY_SCALARS = (int, float, bool)
 

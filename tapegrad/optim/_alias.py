@@ -6,11 +6,11 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ._adam import adam_transform, sgd_transform
+from ._transforms import adam_transform, sgd_transform
 from .. import _tree
-from .._tensor import Tensor
+from .._core._tensor import Tensor
 from ._schedule import as_schedule
-from ._transform import Hyper, Schedule, Transform, apply_update_leaves, fraction, positive
+from ._base import Hyper, Schedule, Transform, apply_update_leaves, fraction, positive
 
 P = TypeVar("P")
 

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from ._traced import Const, Container, Instruction, Ref, Template, slots_touched
+from .._arrays._traced import Const, Container, Instruction, Ref, Template, slots_touched
 
 
 def _called_ufunc(ins: Instruction) -> np.ufunc | None:
