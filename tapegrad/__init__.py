@@ -78,8 +78,8 @@ from ._replay._replayed import Replayed as Replayed
 from ._replay._replayed import ReplayRetraceWarning as ReplayRetraceWarning
 from ._replay._replayed import replay as replay
 from ._core._tape import Tape as Tape
-from ._core._tape import is_recording as is_recording
-from ._core._tape import stop_gradient as stop_gradient
+from ._core._record import is_recording as is_recording
+from ._core._record import stop_gradient as stop_gradient
 from ._core._tensor import TensorLike as TensorLike
 from ._core._tensor import tensor as tensor
 from ._arrays._traced import ReplayConstantWarning as ReplayConstantWarning

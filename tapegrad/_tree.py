@@ -19,7 +19,6 @@ import weakref
 
 import attrs
 
-from ._core._tensor import Tensor
 
 T = TypeVar("T")
 
@@ -84,9 +83,6 @@ def register_leaf(cls: type[T]) -> type[T]:
     _LEAF_TYPES.add(cls)
     _NODES.pop(cls, None)
     return cls
-
-
-register_leaf(Tensor)
 
 
 def _node_type(cls: type) -> _NodeType | None:
@@ -252,11 +248,11 @@ def _restore(node: type | None, aux: Hashable, children: tuple[TreeDef, ...]) ->
 
 def _flatten(tree: Any, leaves: list[Any]) -> TreeDef:
     cls = type(tree)
-    if cls is Tensor:  # the common case, first
+    if cls in _LEAF_TYPES:  # the common case (a Tensor), first
         leaves.append(tree)
         return _LEAF
     node = _NODES.get(cls)
-    if node is None and (cls in _LEAF_TYPES or (node := _node_type(cls)) is None):
+    if node is None and (node := _node_type(cls)) is None:
         leaves.append(tree)
         return _LEAF
     children, aux = node.flatten(tree)

@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from typing import Any, Generic, ParamSpec
 
 from ._primitive import Primitive
-from ._tape import _ACTIVE, emit
+from ._record import _ACTIVE, emit
 from ._tensor import Tensor
 
 P = ParamSpec("P")

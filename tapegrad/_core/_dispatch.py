@@ -13,7 +13,7 @@ import numpy as np
 
 from .._arrays._backend import device_of
 from ._primitive import Primitive
-from ._tape import _ACTIVE, emit
+from ._record import _ACTIVE, emit
 from ._tensor import Tensor, TensorLike, wrap
 from .._arrays._traced import Traced
 

@@ -13,7 +13,7 @@ from ._dispatch import as_tensor, mixed_floats, same_device
 from ._primitive import primitive
 from ._reduce import sum as _sum
 from ._shape import reshape, swapaxes
-from ._tape import _ACTIVE, emit
+from ._record import _ACTIVE, emit
 from ._tensor import Tensor, TensorLike
 
 Grads = Sequence[Tensor | None]

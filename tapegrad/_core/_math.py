@@ -17,7 +17,7 @@ from numpy.typing import DTypeLike
 from .._arrays._backend import HOST_ARRAYS, array_module
 from ._dispatch import as_tensor, binary, compare, lift, raw, same_device, shapes_of, unary, unify
 from ._primitive import primitive
-from ._tape import _ACTIVE, emit
+from ._record import _ACTIVE, emit
 from ._tensor import Tensor, TensorLike, wrap
 
 Grads = Sequence[Tensor | None]

@@ -11,7 +11,7 @@ from ._dispatch import as_tensor
 from ._math import exp, isfinite, log, logical_and, where
 from ._primitive import primitive
 from ._shape import Axes, _normalize_axes, broadcast_to, reshape
-from ._tape import _ACTIVE, emit, stop_gradient
+from ._record import _ACTIVE, emit, stop_gradient
 from ._tensor import Tensor, TensorLike, wrap
 
 Grads = Sequence[Tensor | None]
@@ -157,25 +157,3 @@ def softmax(x: TensorLike, axis: int = -1) -> Tensor:
     only -inf gives NaN, as in `log_softmax`.
     """
     return exp(log_softmax(x, axis))
-
-
-def unbroadcast(g: Tensor, shape: tuple[int, ...], op: str = "") -> Tensor:
-    """Sum a broadcast cotangent back down to ``shape`` (NumPy's rule, reversed).
-
-    This is the one place where broadcasting is undone, for every rule.
-    """
-    lead = g.ndim - len(shape)
-    if lead < 0 or any(s != 1 and s != gs for s, gs in zip(shape, g.shape[lead:])):
-        raise RuntimeError(
-            f"`{op}`: its backward rule returned a cotangent of shape {g.shape} for an input "
-            f"of shape {shape}; this is a bug in the rule"
-        )
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1
-    )
-    if not _ACTIVE.get():  # nothing records this: one reduction on the array
-        summed = g.data.sum(axis=axes) if axes else g.data
-        return wrap(summed.reshape(shape) if summed.shape != shape else summed)
-    if axes:
-        g = sum(g, axes, keepdims=False)
-    return reshape(g, shape) if g.shape != shape else g

@@ -12,7 +12,7 @@ from .._arrays._backend import scatter_add as _scatter_add_raw
 from .._arrays._backend import zeros_for
 from ._dispatch import as_tensor, mixed_floats
 from ._primitive import primitive
-from ._tape import emit
+from ._record import emit
 from ._tensor import Index, Tensor, TensorLike
 from .._arrays._traced import Traced, owned_constant, traced_in
 

@@ -1,9 +1,10 @@
-"""The gradient tape: records ops while active, then runs them backwards.
+"""The gradient tape: records ops while active (``_record.py``), then runs them backwards.
 
-A record is a plain tuple ``(primitive, inputs, output, params)``, so recording
-an op costs one tuple and one list append per active tape. The tapes active on
-this thread or async task live in a `ContextVar`, so concurrent training loops
-never see each other's records.
+Differentiation lives here, as in HIPS autograd's ``core.py``: `Tape.gradient` seeds the
+target, sweeps the records in reverse calling each primitive's vector-Jacobian rule, and
+accumulates cotangents in one place, where broadcasting is undone (`unbroadcast`) and every
+gradient is checked against its input's shape and dtype. The tape stands above the ops: it
+imports them, and they import only ``_record.py``.
 """
 
 from __future__ import annotations
@@ -11,22 +12,26 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import numpy as np
 
-from . import _anomaly
-from .._arrays._backend import array_module
-from ._primitive import Primitive
-from ._tensor import Tensor, wrap
 from .. import _tree as tree
+from .._arrays._backend import array_module
+from . import _anomaly
+from ._math import copy
+from ._record import _ACTIVE as _ACTIVE  # (transitional, with the two below)
+from ._record import Record, Recorder
+# Transitional: nn, optim and the replay still import these two from here (their files
+# are being edited in parallel); they switch to _record at the end of this step.
+from ._record import is_recording as is_recording
+from ._record import stop_gradient as stop_gradient
+from ._reduce import sum as _sum
+from ._shape import reshape
+from ._tensor import Tensor, wrap
 
-Record: TypeAlias = tuple[Primitive, tuple[Tensor, ...], Tensor, Any]
 Unconnected: TypeAlias = Literal["zero", "none", "error"]
 S = TypeVar("S")
-
-_ACTIVE: ContextVar[tuple[Tape, ...]] = ContextVar("tapegrad_active_tapes", default=())
 
 #: A persistent tape garbage-collected while it still holds more than this many
 #: bytes of recorded arrays emits a `ResourceWarning`: it was probably kept by mistake.
@@ -38,34 +43,11 @@ _KEPT_BY_MISTAKE = (
 )
 
 
-def emit(prim: Primitive, inputs: tuple[Tensor, ...], result: Any, params: Any = None) -> Tensor:
-    """Wrap an op's raw result in a tensor and record it on every active tape.
-
-    Only floating and complex results are recorded: nothing can flow back
-    through an integer or boolean value. Complex ones are kept only so that
-    `gradient` can refuse a path through them instead of silently cutting it.
-    """
-    out = Tensor(result) if type(result) is np.ndarray else wrap(result)
-    tapes = _ACTIVE.get()
-    if tapes and out.data.dtype.kind in "fc":
-        record = (prim, inputs, out, params)
-        for tape in tapes:
-            tape._records.append(record)
-    if _anomaly.ACTIVE.get() is not None:
-        _anomaly.check_forward_if_on(prim.name, out)
-    return out
-
-
-def _without(tapes: tuple[Tape, ...], tape: Tape) -> tuple[Tape, ...]:
+def _without(tapes: tuple[Recorder, ...], tape: Tape) -> tuple[Recorder, ...]:
     return tuple(t for t in tapes if t is not tape)
 
 
-def is_recording() -> bool:
-    """True when at least one tape is recording on this thread or task."""
-    return bool(_ACTIVE.get())
-
-
-class Tape:
+class Tape(Recorder):
     """Records the ops run inside ``with Tape() as tape:`` for `gradient`.
 
     A tape is used once by default: `gradient` releases what it recorded as
@@ -82,11 +64,11 @@ class Tape:
     {'w': Tensor([2., 4.], dtype=float32, device=cpu)}
     """
 
-    __slots__ = ("_persistent", "_records", "_token", "_spent", "__weakref__")
+    __slots__ = ("_persistent", "_token", "_spent", "__weakref__")
 
     def __init__(self, persistent: bool = False) -> None:
+        super().__init__()
         self._persistent = persistent
-        self._records: list[Record] = []
         self._token: Any = None
         self._spent = False
 
@@ -185,6 +167,44 @@ class Tape:
             f"Tape(persistent={self._persistent}, records={len(self._records)}, "
             f"bytes={self.nbytes()})"
         )
+
+    # ---- one graph at a time (for `tapegrad.torchlike`) -------------------------------
+    # PyTorch frees the graph behind a loss when backward() runs through it, and keeps any
+    # other graph recorded meanwhile. The wrapper keeps only that policy; these three
+    # methods are how it reads and takes a tape's records, so nothing outside Tape does.
+    def graph_of(self, targets: list[Tensor]) -> list[int]:
+        """Indices, in order, of the records that ``targets`` were computed from."""
+        needed = {id(t) for t in targets}
+        add = needed.add
+        found = []
+        records = self._records
+        for i in range(len(records) - 1, -1, -1):
+            record = records[i]
+            if id(record[2]) in needed:
+                found.append(i)
+                for x in record[1]:
+                    add(id(x))
+        found.reverse()
+        return found
+
+    def take_records(self, indices: list[int], keep: bool = False) -> list[Record]:
+        """The records at ``indices``, removed from this tape unless ``keep``."""
+        records = self._records
+        if not keep and len(indices) == len(records):  # the whole tape: the common case
+            self._records = []
+            return records
+        taken = [records[i] for i in indices]
+        if not keep:
+            dropped = set(indices)
+            self._records = [r for i, r in enumerate(records) if i not in dropped]
+        return taken
+
+    @classmethod
+    def of_records(cls, records: list[Record]) -> Tape:
+        """A tape, used once, holding ``records``: its `gradient` consumes the list."""
+        tape = cls()
+        tape._records = records
+        return tape
 
     # ---- differentiation -----------------------------------------------------
     def gradient(
@@ -377,13 +397,34 @@ def _seed(target: Any, output_gradients: Tensor | None) -> Tensor:
 
 def _fit(g: Tensor, x: Tensor, name: str) -> Tensor:
     """Reduce a broadcast cotangent to its input's shape and cast it to its dtype."""
-    from ._reduce import unbroadcast  # the op modules import this one
-
     if g.shape != x.shape:
         g = unbroadcast(g, x.shape, name)
     if g.dtype != x.dtype:
         g = g.astype(x.dtype)
     return g
+
+
+def unbroadcast(g: Tensor, shape: tuple[int, ...], op: str = "") -> Tensor:
+    """Sum a broadcast cotangent back down to ``shape`` (NumPy's rule, reversed).
+
+    This is the one place where broadcasting is undone, for every rule: a rule returns the
+    cotangent of the broadcast shape, and the tape's accumulation step (`_fit`) sums it here.
+    """
+    lead = g.ndim - len(shape)
+    if lead < 0 or any(s != 1 and s != gs for s, gs in zip(shape, g.shape[lead:])):
+        raise RuntimeError(
+            f"`{op}`: its backward rule returned a cotangent of shape {g.shape} for an input "
+            f"of shape {shape}; this is a bug in the rule"
+        )
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1
+    )
+    if not _ACTIVE.get():  # nothing records this: one reduction on the array
+        summed = g.data.sum(axis=axes) if axes else g.data
+        return wrap(summed.reshape(shape) if summed.shape != shape else summed)
+    if axes:
+        g = _sum(g, axes, keepdims=False)
+    return reshape(g, shape) if g.shape != shape else g
 
 
 def _finish(
@@ -394,8 +435,6 @@ def _finish(
     seed: Tensor,
 ) -> list[Tensor | None]:
     """Pick each source's gradient; fill in the unconnected; never alias."""
-    from ._math import copy  # the op modules import this one
-
     seen: set[int] = set()
     out: list[Tensor | None] = []
     for i, leaf in enumerate(leaves):
@@ -424,68 +463,3 @@ def _finish(
         seen.add(id(g.data))
         out.append(g)
     return out
-
-
-def stop_gradient(x: Tensor) -> Tensor:
-    """The same values, cut from every tape: no gradient flows back through it.
-
-    >>> import tapegrad as tg
-    >>> w = tg.tensor(3.0)
-    >>> with tg.Tape() as tape:
-    ...     y = w * tg.stop_gradient(w)
-    >>> tape.gradient(y, w)
-    Tensor(3., dtype=float32, device=cpu)
-    """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"stop_gradient: expected a Tensor, got {type(x).__name__}")
-    return Tensor(x.data)
-
-
-
-# ---- one graph at a time (for `tapegrad.torchlike`) -----------------------------------
-# PyTorch frees the graph behind a loss when backward() runs through it, and keeps
-# any other graph recorded meanwhile. The wrapper does the same on its ambient tape
-# with these: find a graph's records, take them off the tape, differentiate them alone.
-
-
-def graph_of(tape: Tape, targets: list[Tensor]) -> list[int]:
-    """Indices, in order, of the records on ``tape`` that ``targets`` were computed from."""
-    needed = {id(t) for t in targets}
-    add = needed.add
-    found = []
-    records = tape._records
-    for i in range(len(records) - 1, -1, -1):
-        record = records[i]
-        if id(record[2]) in needed:
-            found.append(i)
-            for x in record[1]:
-                add(id(x))
-    found.reverse()
-    return found
-
-
-def take_records(tape: Tape, indices: list[int], keep: bool = False) -> list[Record]:
-    """The records at ``indices``, removed from ``tape`` unless ``keep``."""
-    records = tape._records
-    if not keep and len(indices) == len(records):  # the whole tape: the common case
-        tape._records = []
-        return records
-    taken = [records[i] for i in indices]
-    if not keep:
-        dropped = set(indices)
-        tape._records = [r for i, r in enumerate(records) if i not in dropped]
-    return taken
-
-
-def gradient_of_records(
-    records: list[Record], target: Tensor, sources: list[Tensor], output_gradients: Tensor | None
-) -> list[Tensor | None]:
-    """`Tape.gradient` of ``target`` through ``records`` alone, unconnected sources giving ``None``.
-
-    The list is consumed: each record is let go as soon as the backward pass has used it.
-    """
-    alone = Tape()
-    alone._records = records
-    grads: list[Tensor | None] = alone.gradient(target, list[Tensor | None](sources), output_gradients, "none")
-    return grads
-

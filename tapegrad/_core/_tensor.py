@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 import numpy as np
 
+from .. import _tree
 from .._arrays._traced import Traced, refuse_print, traced_asarray
 from .._arrays._backend import (
     Array,
@@ -322,6 +323,10 @@ def wrap(array: Any) -> Tensor:
             array = traced_asarray(array)
     return Tensor(array)
 
+
+# A Tensor is a leaf of every pytree, though it is an attrs class. The pytree module knows
+# no array type (as JAX's registry knows none), so the engine registers its own.
+_tree.register_leaf(Tensor)
 
 # The methods above dispatch to the op modules, which import `Tensor` from here.
 from . import _linalg, _math, _reduce, _shape  # noqa: E402

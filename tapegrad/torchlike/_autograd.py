@@ -27,13 +27,27 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .._core._tape import Record, Tape, gradient_of_records, graph_of, take_records
+from .._core._record import Record
+from .._core._tape import Tape
 from .._core._tensor import Tensor as CoreTensor
 
-if TYPE_CHECKING:
-    from ._tensor import Tensor
+
+
+class Tensor(Protocol):
+    """What the graph bookkeeping needs of a wrapper tensor; ``_tensor.Tensor`` is one.
+
+    A protocol rather than an import, so that ``_tensor.py`` (which calls this module on
+    every op) and this module do not import each other.
+    """
+
+    value: CoreTensor
+    requires_grad: bool
+    is_leaf: bool
+
+    def accumulate_grad(self, g: CoreTensor) -> None:
+        """Add ``g`` into ``.grad``."""
 
 NOT_RECORDED = (
     "backward(): this tensor does not require grad; it was not computed from any "
@@ -157,21 +171,19 @@ def release_unused() -> None:
     if tape is None:
         return
     live = [t.value for t in _live_outputs()]
-    in_use = set(graph_of(tape, live)) if live else set()
+    in_use = set(tape.graph_of(live)) if live else set()
     if not in_use:
         release()
         return
-    take_records(tape, [i for i in range(len(tape)) if i not in in_use])
+    tape.take_records([i for i in range(len(tape)) if i not in in_use])
     # Leaves no kept record reads cannot receive a gradient any more: let them go.
-    read = {id(x) for record in take_records(tape, list(range(len(tape))), keep=True) for x in record[1]}
+    read = {id(x) for record in tape.take_records(list(range(len(tape))), keep=True) for x in record[1]}
     _AMBIENT.leaves = {k: leaf for k, leaf in _AMBIENT.leaves.items() if id(leaf.value) in read}
     _AMBIENT.read = {k: entry for k, entry in _AMBIENT.read.items() if k in read}
 
 
 def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> None:
     """Accumulate d(root)/d(leaf) into every recorded leaf's ``.grad``; then free root's graph."""
-    from ._tensor import Tensor as Wrapped
-
     if not root.requires_grad:
         raise RuntimeError(NOT_RECORDED)
     tape = _AMBIENT.tape
@@ -180,13 +192,13 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
         leaves.append(root)
     # Only the records that reach root: dead records of earlier graphs (a branch
     # dropped without zero_grad()) may read values an earlier backward() freed.
-    indices = graph_of(tape, [root.value]) if tape is not None and len(tape) else []
+    indices = tape.graph_of([root.value]) if tape is not None and len(tape) else []
     # A live result keeps its graph until a backward() through it (or a replay) frees it.
     if not root.is_leaf and not indices:
         raise RuntimeError(FREED)
     records: list[Record] = []
     if tape is not None:
-        records = take_records(tape, indices, keep=True)
+        records = tape.take_records(indices, keep=True)
         if _reaches_freed(records):
             raise RuntimeError(FREED)  # it shares values with a graph an earlier backward() freed
         _refuse_updated_leaves(records)
@@ -197,12 +209,15 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
                 release()
                 tape = None
             else:  # the graph is ours alone now: let it go as it is used
-                dropped = {id(r[2]) for r in take_records(tape, indices)}
+                dropped = {id(r[2]) for r in tape.take_records(indices)}
                 _mark_freed([t.value for t in _live_outputs() if id(t.value) in dropped])
-    seed = None if gradient is None else (gradient.value if isinstance(gradient, Wrapped) else gradient)
+    # A wrapper tensor carries its core tensor in `.value`; a core tensor is taken as it is.
+    seed = None if gradient is None else getattr(gradient, "value", gradient)
     sources = [leaf.value for leaf in leaves]
     # The ambient tape is entered only inside wrapper ops, so it cannot record this.
-    grads = gradient_of_records(records, root.value, sources, seed)
+    grads: list[CoreTensor | None] = Tape.of_records(records).gradient(
+        root.value, list[CoreTensor | None](sources), seed, "none"
+    )
     for leaf, g in zip(leaves, grads):
         if g is not None:
             leaf.accumulate_grad(g)

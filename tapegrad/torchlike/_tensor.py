@@ -14,7 +14,7 @@ import numpy as np
 
 from .._core import _math, _reduce
 from .._arrays._backend import Array
-from .._core._tape import stop_gradient
+from .._core._record import stop_gradient
 from .._core._tensor import Tensor as CoreTensor
 from .._core._tensor import tensor as core_tensor
 from . import _autograd
