@@ -19,7 +19,6 @@ from ._traced import Traced
 #: method the engine calls, so the type checker sees one array type.
 Array: TypeAlias = NDArray[Any]
 Device: TypeAlias = Literal["cpu", "cuda"]
-DEVICES: tuple[Device, ...] = ("cpu", "cuda")
 
 _cupy: ModuleType | None = None
 

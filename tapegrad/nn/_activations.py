@@ -1,4 +1,4 @@
-"""Activations: ReLU is a primitive of the core (`tapegrad._math.relu`), GELU has a fused rule."""
+"""Activations: ReLU is a primitive of the core (`tapegrad._core._math.relu`), GELU has a fused rule."""
 
 from __future__ import annotations
 

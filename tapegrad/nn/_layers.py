@@ -107,7 +107,7 @@ class Activation:
 
 
 def ReLU() -> Activation:  # noqa: N802 - reads as a layer constructor
-    """The ReLU layer: ``where(x > 0, x, 0)``."""
+    """The ReLU layer: ``max(x, 0)``, one primitive of the core (a NaN stays NaN)."""
     return Activation(relu)
 
 
