@@ -874,28 +874,28 @@ def test_a_donated_buffer_that_takes_new_parameters_hands_back_its_registered_vi
     # One call makes all the views of a buffer (the parameters given, then the new first
     # and second moments and parameters). Each new buffer is the donated one it replaces,
     # updated in place, so its registered views (arrays the caller gave up) come back.
-    from tapegrad._arrays._packed import views_of
+    from tapegrad._arrays._packed import views
 
     last = list(step._cache.values())[-1]
-    name = next(k for k, v in last.run.__globals__.items() if v is views_of)
+    name = next(k for k, v in last.run.__globals__.items() if v is views)
     assert step.sources()[-1].count(f" = {name}(") == 4
     new_arrays = [leaf.data for leaf in tg.tree.leaves((params, state)) if leaf.data.ndim]
     assert len(new_arrays) == 18 and {id(a) for a in new_arrays} <= given
 
 
 def test_split_returns_the_registered_views_unless_one_was_reshaped_in_place() -> None:
-    from tapegrad._arrays._packed import split, views_of
+    from tapegrad._arrays._packed import split, views
 
     layout = ((2, 3), (4,))
     flat = np.arange(10.0)
     first = split(flat, layout)
-    again = views_of(flat, layout)
+    again = views(flat, layout)
     assert all(a is b for a, b in zip(first, again, strict=True))
-    assert [v.shape for v in views_of(flat, ((10,),))] == [(10,)]  # another layout: new views
-    renewed = views_of(flat, layout)
+    assert [v.shape for v in views(flat, ((10,),))] == [(10,)]  # another layout: new views
+    renewed = views(flat, layout)
     assert all(a is not b for a, b in zip(first, renewed, strict=True))
     renewed[0].shape = (3, 2)  # no longer the layout's view
-    fresh = views_of(flat, layout)
+    fresh = views(flat, layout)
     assert fresh[0] is not renewed[0] and fresh[0].shape == (2, 3)
     assert fresh[0].tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
 

@@ -1,12 +1,29 @@
-"""One flat buffer for many leaves, the way fused optimizers update parameters.
+"""Packed buffers: many arrays as consecutive views of one flat buffer, and how to recognise them.
 
 An optimizer step over six small arrays costs six times the Python calls of
-one step over their concatenation. So the optimizer keeps its outputs (new
-parameters, moments) as views into one fresh flat buffer per step. When the
-next step receives leaves that are exactly such views, in order, it uses
-their buffer directly, with no copy; anything else is concatenated once.
-Callers still see ordinary tensors shaped like their parameters, and no
-buffer is ever written after it has been handed out.
+one step over their concatenation. So a fused optimizer keeps what it hands
+out (new parameters, moments) as views into one flat buffer, and a replay
+that receives exactly those views can take the buffer as one input instead.
+This module is the one place where such buffers are made and recognised.
+
+The contract:
+
+- **Who packs.** Whoever makes the views, through `views` (or `split`, which
+  also records the call when the buffer is traced). In tapegrad that is the
+  optimizer's packing helpers (``optim/_packing.py``), which the PyTorch-style
+  wrapper also uses for its ``.grad`` buffer. Making the views registers them.
+- **Who recognises.** The optimizer's next step (`find_run`: the leaves are a
+  buffer already, so no copy), and the replay: ``bind`` (`find_run`) and its
+  generated guard (`is_packed_view`, `view_refs`) pass a buffer whole.
+- **What counts.** The exact view objects `views` made, in order: an
+  identity check, so other views of the same memory are never taken for the
+  buffer.
+- **Lifetime.** The registry holds weak references only, to the buffer and to
+  its views; an entry goes when its buffer dies.
+- **No buffer is written after it is handed out.** A packer never writes
+  into a buffer, or its views, once it has returned them. So the views are
+  values, and passing the buffer in their place changes nothing. (A replay
+  may still write into a buffer its caller donated: the caller gave it up.)
 """
 
 from __future__ import annotations
@@ -15,105 +32,115 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from ._backend import HOST_ARRAYS
-from .._core._tensor import Tensor
 from ._traced import Traced
 
-# For each flat buffer we split: a weak reference to it, weak references to
-# the views we made of it, in order, and the views' shapes. A leaf list whose
-# arrays are exactly those views (an identity check, so it cannot be fooled by
-# other views of the same memory) is that buffer. Entries go when the buffer dies.
+#: The shapes of a buffer's views, in order; the views cover the buffer from its start.
 Layout = tuple[tuple[int, ...], ...]
-_LAYOUTS: dict[int, tuple[weakref.ref[Any], tuple[weakref.ref[Any], ...], Layout]] = {}
+
+
+class _Entry:
+    """What the registry knows of one buffer: it and its views (weakly), and their shapes."""
+
+    __slots__ = ("buffer", "views", "layout")
+
+    def __init__(self, buffer: Any, views: tuple[Any, ...], layout: Layout, forget: Any) -> None:
+        self.buffer = weakref.ref(buffer, forget)
+        self.views = tuple(weakref.ref(v) for v in views)
+        self.layout = layout
+
+
+# Keyed by id(buffer): an entry is checked against its weak reference before use,
+# and removed by that reference's callback when the buffer dies.
+_REGISTRY: dict[int, _Entry] = {}
 
 
 def _forget(key: int) -> Any:
-    return lambda _: _LAYOUTS.pop(key, None)
+    return lambda _: _REGISTRY.pop(key, None)
 
 
-def _register(flat: Any, views: tuple[Any, ...], layout: Layout) -> None:
-    key = id(flat)
-    _LAYOUTS[key] = (weakref.ref(flat, _forget(key)), tuple(weakref.ref(v) for v in views), layout)
+def _register(buffer: Any, made: tuple[Any, ...], layout: Layout) -> None:
+    key = id(buffer)
+    _REGISTRY[key] = _Entry(buffer, made, layout, _forget(key))
 
 
-def flat_run(arrays: Sequence[Any], start: int) -> tuple[Any, Layout] | None:
-    """The buffer whose views, in order, begin ``arrays[start:]``, and their shapes.
+def _entry(buffer: Any, layout: Layout) -> _Entry | None:
+    """The registry's entry for the live ``buffer`` packed as ``layout``, if any."""
+    entry = _REGISTRY.get(id(buffer))
+    if entry is None or entry.buffer() is not buffer or entry.layout != layout:
+        return None
+    return entry
 
-    `tapegrad.replay` passes such a buffer to a replay instead of its views,
-    so that the replay need not concatenate them again.
+
+def view_refs(buffer: Any, layout: Layout) -> tuple[weakref.ref[Any], ...] | None:
+    """Weak references to the views `views` made of ``buffer`` for ``layout``, in order; else ``None``.
+
+    For the replay's guard, which runs on every call: it dereferences them
+    inline, one identity check per view, which costs less than a call would.
+    """
+    entry = _entry(buffer, layout)
+    return None if entry is None else entry.views
+
+
+def is_packed_view(array: Any) -> bool:
+    """Whether ``array`` is a view into a registered buffer (it may begin a run that `find_run` finds)."""
+    base = array.base
+    return base is not None and id(base) in _REGISTRY
+
+
+def find_run(arrays: Sequence[Any], start: int) -> tuple[Any, Layout] | None:
+    """The buffer whose registered views, in order, begin ``arrays[start:]``, and their layout.
+
+    `tapegrad.replay` passes such a buffer instead of its views, so that the
+    replay need not concatenate them again; an optimizer packing these
+    arrays takes the buffer as it is.
     """
     base = arrays[start].base
-    entry = _LAYOUTS.get(id(base)) if base is not None else None
-    if entry is None or entry[0]() is not base:
+    entry = _REGISTRY.get(id(base)) if base is not None else None
+    if entry is None or entry.buffer() is not base or start + len(entry.views) > len(arrays):
         return None
-    refs = entry[1]
-    if start + len(refs) > len(arrays):
-        return None
-    for k, ref in enumerate(refs):
+    for k, ref in enumerate(entry.views):
         if ref() is not arrays[start + k]:
             return None
-    return base, entry[2]
+    return base, entry.layout
 
 
-def flat_of(leaves: Sequence[Tensor]) -> Any:
-    """The leaves' values as one flat array, or ``None`` if they can't share one.
+def views(buffer: Any, layout: Layout) -> tuple[Any, ...]:
+    """Views of the flat ``buffer`` with the shapes in ``layout``, in order, registered as its packing.
 
-    Leaves can share one buffer when they are all host arrays of one dtype.
+    The views registered for ``buffer`` and ``layout`` are returned again
+    while they are alive and unchanged: the same memory with the same shapes,
+    so the same values as slicing anew, for a sixth of the cost.
     """
-    if not leaves:
-        return None
-    arrays = [leaf.data for leaf in leaves]
-    dtype = arrays[0].dtype
-    for array in arrays:
-        if type(array) not in HOST_ARRAYS or array.dtype != dtype:
-            return None
-    run = flat_run(arrays, 0) if arrays[0].base is not None else None
-    if run is not None and len(run[1]) == len(arrays):
-        return run[0]
-    return np.concatenate([array.reshape(-1) for array in arrays])
-
-
-def split_like(flat: Any, leaves: Sequence[Tensor]) -> list[Tensor]:
-    """Views of ``flat`` with the shapes of ``leaves``, in order."""
-    return [Tensor(v) for v in split(flat, tuple(leaf.data.shape for leaf in leaves))]
-
-
-def split(flat: Any, layout: Layout) -> list[Any]:
-    """Views of ``flat`` with the shapes in ``layout``, in order, registered as its layout."""
-    if type(flat) is Traced:
-        # One recorded call rather than a slice and a reshape per view: a replay
-        # that writes its results into a buffer it was given (a donated one) then
-        # hands back that buffer's registered views instead of slicing anew.
-        views = list(flat.recording.record("call", views_of, (flat, layout), {}, lambda a, k: views_of(*a)))
-        # The traced arrays are registered too, so that the rest of the trace
-        # finds them as one buffer, as an eager step finds the real ones.
-        _register(flat, tuple(views), layout)
-        return views
-    return list(views_of(flat, layout))
-
-
-def views_of(flat: Any, layout: Layout) -> tuple[Any, ...]:
-    """`split`'s views: those already registered for ``flat`` and ``layout`` if alive, else new ones.
-
-    Registered views are the same memory with the same shapes, so returning
-    them gives the same values as slicing again, for a sixth of the cost.
-    """
-    entry = _LAYOUTS.get(id(flat))
-    if entry is not None and entry[0]() is flat and entry[2] == layout:
-        views = tuple(ref() for ref in entry[1])
+    entry = _entry(buffer, layout)
+    if entry is not None:
+        made = tuple([ref() for ref in entry.views])
         # A view's shape can be reassigned in place; such a view is no longer ours.
-        if all(v is not None and v.shape == shape for v, shape in zip(views, layout)):
-            return views
-    made = []
+        if all(v is not None and v.shape == shape for v, shape in zip(made, layout)):
+            return made
+    new = []
     start = 0
     for shape in layout:
         stop = start + _size(shape)
-        made.append(flat[start:stop].reshape(shape))
+        new.append(buffer[start:stop].reshape(shape))
         start = stop
-    _register(flat, tuple(made), layout)
-    return tuple(made)
+    _register(buffer, tuple(new), layout)
+    return tuple(new)
+
+
+def split(buffer: Any, layout: Layout) -> list[Any]:
+    """`views` of ``buffer``, as a list; while tracing, recorded as one call.
+
+    One recorded call rather than a slice and a reshape per view: a replay
+    that writes its results into a buffer it was given (a donated one) then
+    hands back that buffer's registered views instead of slicing anew.
+    """
+    if type(buffer) is Traced:
+        made = list(buffer.recording.record("call", views, (buffer, layout), {}, lambda a, k: views(*a)))
+        # The traced views are registered too, so that the rest of the trace
+        # finds them as one buffer, as an eager step finds the real ones.
+        _register(buffer, tuple(made), layout)
+        return made
+    return list(views(buffer, layout))
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -121,18 +148,3 @@ def _size(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
-
-
-def zeros_like_flat(leaves: Sequence[Tensor]) -> list[Tensor] | None:
-    """Zeros shaped like ``leaves``, as views of one buffer (``None`` if they can't share one)."""
-    if not leaves or any(type(x.data) is not np.ndarray for x in leaves):
-        return None
-    dtype = leaves[0].dtype
-    if any(x.dtype != dtype for x in leaves):
-        return None
-    return split_like(np.zeros(sum(x.size for x in leaves), dtype), leaves)
-
-
-def fresh(like: Any) -> Any:
-    """An uninitialised array like ``like`` (which the caller then fills)."""
-    return np.empty_like(like)

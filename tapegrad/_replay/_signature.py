@@ -19,7 +19,8 @@ import attrs
 import numpy as np
 
 from .. import _tree
-from .._arrays._packed import _LAYOUTS, Layout, flat_run
+from .._arrays import _packed
+from .._arrays._packed import Layout
 from ._random import GENERATORS
 from .._core._tensor import Tensor
 from .._arrays._traced import ReplayError, Traced
@@ -72,7 +73,7 @@ def bind(leaves: list[Any], treedef: _tree.TreeDef) -> Binding | None:
                 continue
             # Views of one buffer (an optimizer's output) go in as that
             # buffer, so the replay does not concatenate them again.
-            run = flat_run(datas, i) if data.base is not None else None
+            run = _packed.find_run(datas, i) if data.base is not None else None
             if run is not None and all(id(x) not in first_seen for x in leaves[i + 1:i + len(run[1])]):
                 base, layout = run
                 arrays.append(base)
@@ -143,8 +144,10 @@ class _Writer:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        # The packed-buffer checks are `_packed`'s functions: the guard knows no registry.
         self.env: dict[str, Any] = {
-            "Tensor": Tensor, "ndarray": np.ndarray, "LAYOUTS": _LAYOUTS, "static_key": static_key,
+            "Tensor": Tensor, "ndarray": np.ndarray, "static_key": static_key,
+            "is_packed_view": _packed.is_packed_view, "view_refs": _packed.view_refs,
         }
         self.names = 0
 
@@ -225,19 +228,18 @@ def compile_guard(treedef: _tree.TreeDef, binding: Binding) -> Callable[[Any], l
                     f"or {data[i]}.strides != {w.const(strides)}")
             # A view of an optimizer's buffer may begin a run that `bind` would
             # pass whole: let it decide.
-            w.check(f"{data[i]}.base is not None and id({data[i]}.base) in LAYOUTS")
+            w.check(f"{data[i]}.base is not None and is_packed_view({data[i]})")
             arrays.append(data[i])
     # The views of a buffer must be exactly those registered for it, in order.
     for i, role in enumerate(binding.leaves):
         if role.role != "buffer":
             continue
         layout, dtype, strides, _ = cast(tuple[Any, Any, Any, bool], role.key)
-        b, e = f"B{i}", f"E{i}"
+        b, r = f"B{i}", f"W{i}"
         w.lines.append(f"{b} = {data[i]}.base")
-        w.lines.append(f"{e} = LAYOUTS.get(id({b}))")
-        w.check(f"{e} is None or {e}[0]() is not {b} or {e}[2] != {w.const(layout)}")
-        refs = " or ".join(f"{e}[1][{k}]() is not {data[i + k]}" for k in range(len(layout)))
-        w.check(refs)
+        w.lines.append(f"{r} = view_refs({b}, {w.const(layout)})")
+        w.check(f"{r} is None")
+        w.check(" or ".join(f"{r}[{k}]() is not {data[i + k]}" for k in range(len(layout))))
         w.check(f"{b}.dtype != {w.const(dtype)} or {b}.strides != {w.const(strides)}")
         arrays.insert(_array_position(binding, i), b)
     # Leaves that were distinct objects when traced must still be distinct.

@@ -1,4 +1,10 @@
-"""Optimizers as ``(init, update)`` pairs that return new parameters."""
+"""Optimizers, as optax's ``alias.py``: `adam` and `sgd`, each a chain of transformations.
+
+An `Optimizer` is a transformation (``_base.py``) plus the step that applies
+its updates to the parameters. `adam_transform` and `sgd_transform` compose
+the transformations of ``_transforms.py``; `adam` and `sgd` check their
+hyperparameters and wrap those compositions.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,12 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ._transforms import adam_transform, sgd_transform
 from .. import _tree
 from .._core._tensor import Tensor
-from ._schedule import as_schedule
-from ._base import Hyper, Schedule, Transform, apply_update_leaves, fraction, positive
+from ._base import Hyper, OptState, Params, Transform, apply_update_leaves, chain
+from ._schedule import Schedule, as_schedule
+from ._transforms import AdamState, ScaleState, TraceState, fraction, positive, scale_by_adam
+from ._transforms import scale_by_learning_rate, trace
 
 P = TypeVar("P")
 
@@ -30,11 +37,11 @@ class Optimizer:
 
     transform: Transform[Any]
 
-    def init(self, params: Any) -> Any:
+    def init(self, params: Params) -> OptState:
         """The optimizer state for ``params``."""
         return self.transform.init(params)
 
-    def update(self, grads: P, state: Any, params: P) -> tuple[P, Any]:
+    def update(self, grads: P, state: OptState, params: P) -> tuple[P, OptState]:
         """New parameters and new state; ``grads``, ``state`` and ``params`` are untouched.
 
         Under a recording tape the step is differentiable: a tape that records
@@ -63,7 +70,9 @@ def adam(
     return Optimizer(adam_transform(lr, b1, b2, eps))
 
 
-def sgd(lr: float | Schedule | Tensor, momentum: Hyper = 0.0, nesterov: bool = False) -> Optimizer:
+def sgd(
+    lr: float | Schedule | Tensor, momentum: Hyper = 0.0, nesterov: bool = False
+) -> Optimizer:
     """Stochastic gradient descent, with optional (Nesterov) momentum.
 
     ``lr`` and ``momentum`` may be 0-d floating Tensors, which a tape that
@@ -72,3 +81,20 @@ def sgd(lr: float | Schedule | Tensor, momentum: Hyper = 0.0, nesterov: bool = F
     as_schedule("sgd", lr)
     fraction("sgd", "momentum", momentum)
     return Optimizer(sgd_transform(lr, momentum, nesterov))
+
+
+def adam_transform(
+    lr: float | Schedule | Tensor, b1: Hyper, b2: Hyper, eps: Hyper
+) -> Transform[tuple[AdamState, ScaleState]]:
+    """Adam as a chain: Adam's direction, then the (negative) learning rate."""
+    return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(lr))
+
+
+def sgd_transform(
+    lr: float | Schedule | Tensor, momentum: Hyper, nesterov: bool
+) -> Transform[tuple[TraceState, ScaleState]] | Transform[tuple[ScaleState]]:
+    """SGD, with optional (Nesterov) momentum, as a chain."""
+    # A Tensor momentum is kept even at 0: its gradient is still wanted.
+    if isinstance(momentum, Tensor) or momentum:
+        return chain(trace(momentum, nesterov), scale_by_learning_rate(lr))
+    return chain(scale_by_learning_rate(lr))

@@ -1,42 +1,56 @@
-"""Gradient transformations, the optax way: ``(init, update)`` pairs that chain.
+"""The protocol of an optimizer, the optax way: `Transform`, `chain` and `apply_updates`.
 
-A transformation maps updates (at first, the gradients) to new updates and
-returns its new state; it never mutates. Updates and states are pytrees with
-the structure of the parameters. Internally a transformation works on the
-flattened leaves (`Transform.update_leaves`), so that a chain and an
-optimizer flatten the gradients once per step rather than once per stage.
-When no tape records (the common case, a training step), work is done on the
-raw arrays with Python float constants, in packed buffers: nothing needs
-differentiating, and a NumPy float64 scalar would push float32 parameters
-through float64 loops (NEP 50). When a tape records (`recording`), as in a
-MAML-style loop that differentiates through an inner step, every transform
-computes with tapegrad ops on Tensors instead, so that gradients flow
-through the update to the parameters, the gradients and a Tensor learning
-rate; the values are the raw path's. Factors that depend on the step
-count (Adam's bias corrections, a scheduled learning rate) are NumPy values,
-because the count is an array; they are rounded to the updates' dtype first.
+A transformation is an ``(init, update)`` pair: it maps updates (at first,
+the gradients) to new updates and returns its new state; it never mutates.
+Updates and states are pytrees with the structure of the parameters.
+Internally a transformation works on the flattened leaves
+(`Transform.update_leaves`), so that a chain and an optimizer flatten the
+gradients once per step rather than once per stage. The transformations
+themselves are in ``_transforms.py``; `adam` and `sgd`, composed from them,
+in ``_alias.py``.
+
+Every transformation has two paths. When no tape records (the common case,
+a training step), it works on the raw arrays with Python float constants:
+nothing needs differentiating, and a NumPy float64 scalar would push float32
+parameters through float64 loops (NEP 50). There it opts into packing: its
+array-level update runs once on one flat buffer per operand, through
+`map_packed` (``_packing.py``, whose docstring shows how, and what the replay
+then recognises). When a tape records (`recording`), as in a MAML-style loop
+that differentiates through an inner step, it computes with tapegrad ops on
+Tensors instead, leaf by leaf, so that gradients flow through the update to
+the parameters, the gradients and a Tensor hyperparameter; the values are the
+raw path's. Factors that depend on the step count (Adam's bias corrections,
+a scheduled learning rate) are NumPy values, because the count is an array;
+they are rounded to the updates' dtype first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar, overload
 
 import attrs
 
 from .. import _tree
-from .._core._tape import is_recording
-from .._core._tensor import Tensor, wrap
-from .._arrays._packed import flat_of, split_like
-from ._schedule import Schedule as Schedule
-from ._schedule import tensor_value
+from .._core._record import is_recording
+from .._arrays._backend import Array
+from .._core._tensor import Tensor
+from ._packing import map_packed
 
 #: A hyperparameter: a Python number, or a 0-d floating Tensor that a tape can differentiate.
 Hyper: TypeAlias = "float | Tensor"
+#: The parameters: any pytree whose leaves are Tensors (a pytree has no static type of its own).
 Params: TypeAlias = Any
+#: Gradients or updates: a pytree with the structure of the parameters.
 Updates: TypeAlias = Any
+#: An optimizer's state: its transformation's (for `adam`, ``tuple[AdamState, ScaleState]``).
+#: Typed loosely on purpose: code that keeps a state as ``object`` passes it back to ``update``.
 OptState: TypeAlias = Any
 S = TypeVar("S")
+S1 = TypeVar("S1")
+S2 = TypeVar("S2")
+U = TypeVar("U")
+P = TypeVar("P")
 
 
 LeafUpdate: TypeAlias = Callable[[list[Tensor], S, Params, _tree.TreeDef], tuple[list[Tensor], S]]
@@ -48,13 +62,16 @@ class Transform(Generic[S]):
 
     ``update_leaves(leaves, state, params, treedef)`` is the same step on the
     leaves of ``updates`` (whose structure is ``treedef``); `update` wraps it.
-    Build a transformation from a pytree-level update with `Transform.from_tree_update`.
+    Build a transformation from a pytree-level update with `Transform.from_tree_update`,
+    or write ``update_leaves`` as the transforms of ``_transforms.py`` do: a
+    recorded path in tapegrad ops, and a raw path whose array-level update
+    runs through `map_packed`, which packs the leaves into one buffer.
     """
 
     init: Callable[[Params], S]
     update_leaves: LeafUpdate[S]
 
-    def update(self, updates: Updates, state: S, params: Params) -> tuple[Updates, S]:
+    def update(self, updates: U, state: S, params: Params) -> tuple[U, S]:
         """New updates (same structure as ``updates``) and the new state."""
         leaves, treedef = _tree.flatten(updates)
         new, state = self.update_leaves(leaves, state, params, treedef)
@@ -120,36 +137,12 @@ def check_tensors(op: str, what: str, leaves: list[Any]) -> None:
             raise TypeError(f"`{op}`: every leaf of the {what} must be a Tensor, got {type(leaf).__name__}")
 
 
-def hyper_as(value: Hyper, dtype: Any) -> Any:
-    """A hyperparameter for the recorded path: a Tensor cast (differentiably) to ``dtype``.
-
-    A Python number is returned as it is: NumPy rounds it to the array's dtype,
-    and a cast Tensor rounds the same way, so both paths see the same bits.
-    """
-    return value.astype(dtype) if isinstance(value, Tensor) else value
-
-
-def positive(op: str, name: str, value: Hyper) -> float:
-    """Validate a hyperparameter that must be a positive number (or a 0-d Tensor holding one).
-
-    Returns its value as a Python float, for the raw path.
-    """
-    if isinstance(value, Tensor):
-        value = tensor_value(op, name, value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"`{op}`: {name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def fraction(op: str, name: str, value: Hyper) -> float:
-    """Validate a decay rate in ``[0, 1)`` (or a 0-d Tensor holding one); returns it as a float."""
-    if isinstance(value, Tensor):
-        value = tensor_value(op, name, value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise ValueError(f"`{op}`: {name} must be in [0, 1), got {value!r}")
-    return float(value)
-
-
+@overload
+def chain(t1: Transform[S1], /) -> Transform[tuple[S1]]: ...
+@overload
+def chain(t1: Transform[S1], t2: Transform[S2], /) -> Transform[tuple[S1, S2]]: ...
+@overload
+def chain(*transforms: Transform[Any]) -> Transform[tuple[Any, ...]]: ...
 def chain(*transforms: Transform[Any]) -> Transform[tuple[Any, ...]]:
     """Apply transformations in order; the state is the tuple of their states."""
 
@@ -194,17 +187,17 @@ def apply_update_leaves(params: Params, updates: list[Tensor], treedef: _tree.Tr
     if recording():
         # `astype` is differentiable; the raw path below casts in the same way.
         return treedef.unflatten([p + u.astype(p.dtype) for p, u in zip(leaves, updates)])
-    flat_p = flat_of(leaves)
-    flat_u = flat_of(updates) if flat_p is not None else None
-    if flat_p is not None and flat_u is not None and flat_u.dtype == flat_p.dtype:
-        return treedef.unflatten(split_like(flat_p + flat_u, leaves))
-    return treedef.unflatten(
-        [wrap(p.data + u.data.astype(p.dtype, copy=False)) for p, u in zip(leaves, updates)]
-    )
+    (new,) = map_packed(_add_cast, leaves, updates)
+    return treedef.unflatten(new)
 
 
-def apply_updates(params: Params, updates: Updates) -> Params:
+def _add_cast(p: Array, u: Array) -> tuple[Array]:
+    """``p + u`` in ``p``'s dtype (packed, both have it already)."""
+    return (p + (u if u.dtype == p.dtype else u.astype(p.dtype)),)
+
+
+def apply_updates(params: P, updates: Updates) -> P:
     """``params + updates`` leaf by leaf, keeping each parameter's dtype."""
     leaves, treedef = _tree.flatten(updates)
     check_tensors("apply_updates", "updates", leaves)
-    return apply_update_leaves(params, leaves, treedef)
+    return apply_update_leaves(params, leaves, treedef)  # type: ignore[no-any-return]

@@ -1,4 +1,21 @@
-"""Adam and SGD, composed from small transformations as optax builds them."""
+"""The transformations, as optax's ``transform.py``: ``scale_by_*``, ``trace``, and their states.
+
+Each function here returns a `Transform` (see ``_base.py``) whose state is a
+frozen record defined beside it. A new one (say ``scale_by_rms``) goes here,
+written as `scale_by_adam` is: validate the hyperparameters once, then in
+``update_leaves`` a recorded path in tapegrad ops (`recording`), and a raw
+path that runs an array-level update through `map_packed` (``_packing.py``).
+Compose it into an optimizer in ``_alias.py``.
+
+Will the replay's passes still recognise the update? They recognise NumPy
+ufunc calls on whole packed buffers, in the sequence `_adam_arrays` uses: a
+fresh result first, then in-place ufuncs into it, ending with the one that
+reads the old state for the last time (``m2 = g - m; m2 *= c; m2 += m``). That
+last call is then computed in the donated old state's memory, and other
+results in buffers that are already dead. An update written that way (and
+RMSProp's ``v2 = g * g; v2 -= v; v2 *= 1 - decay; v2 += v`` is) is recognised;
+any other NumPy sequence replays bit for bit too, but allocates its results.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +26,43 @@ import attrs
 import numpy as np
 
 from .. import _tree
-from .._arrays._backend import array_module
+from .._arrays._backend import Array, array_module
 from .._core._math import sqrt, where
 from .._core._tensor import Tensor, wrap
-from .._arrays._packed import flat_of, split_like, zeros_like_flat
-from ._schedule import as_schedule
-from ._base import (
-    Params,
-    Schedule,
-    Transform,
-    chain,
-    check_tensors,
-    Hyper,
-    fraction,
-    hyper_as,
-    leaves_matching,
-    positive,
-    recording,
-)
+from ._base import Hyper, Params, Transform, Updates, check_tensors, leaves_matching, recording
+from ._packing import map_packed, zeros_like_flat
+from ._schedule import Schedule, as_schedule, tensor_value
+
+
+def hyper_as(value: Hyper, dtype: Any) -> Any:
+    """A hyperparameter for the recorded path: a Tensor cast (differentiably) to ``dtype``.
+
+    A Python number is returned as it is: NumPy rounds it to the array's dtype,
+    and a cast Tensor rounds the same way, so both paths see the same bits.
+    """
+    return value.astype(dtype) if isinstance(value, Tensor) else value
+
+
+def positive(op: str, name: str, value: Hyper) -> float:
+    """Validate a hyperparameter that must be a positive number (or a 0-d Tensor holding one).
+
+    Returns its value as a Python float, for the raw path.
+    """
+    if isinstance(value, Tensor):
+        value = tensor_value(op, name, value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"`{op}`: {name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def fraction(op: str, name: str, value: Hyper) -> float:
+    """Validate a decay rate in ``[0, 1)`` (or a 0-d Tensor holding one); returns it as a float."""
+    if isinstance(value, Tensor):
+        value = tensor_value(op, name, value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"`{op}`: {name} must be in [0, 1), got {value!r}")
+    return float(value)
+
 
 
 @attrs.frozen
@@ -38,8 +74,8 @@ class AdamState:
     """
 
     step: Tensor
-    m: Any
-    v: Any
+    m: Updates
+    v: Updates
 
 
 def _zero_count(params: Params) -> Tensor:
@@ -103,7 +139,7 @@ def _in_each_dtype(value: Any, negate: bool = False) -> Callable[[np.dtype[Any]]
     return in_dtype
 
 
-def _zeros_like(params: Params) -> Any:
+def _zeros_like(params: Params) -> Updates:
     leaves, treedef = _tree.flatten(params)
     check_tensors("init", "parameters", leaves)
     shared = zeros_like_flat(leaves)
@@ -136,8 +172,10 @@ def _adam_arrays(
     ``m + (1 - b1)(g - m)`` is the seed's ``b1 m + (1 - b1) g`` rearranged to
     need no temporary; the division by ``sqrt(v_hat) + eps`` is the seed's.
     ``m_scale`` and ``v_scale`` are the bias corrections of `_correction`,
-    already in the arrays' dtype. The arrays must have at least one dimension: on 0-d arrays NumPy returns
-    scalars, which ``out=`` cannot take.
+    already in the arrays' dtype. The arrays must have at least one dimension
+    (`map_packed` passes 1-d ones): on 0-d arrays NumPy returns scalars, which
+    ``out=`` cannot take. The sequence is the one the replay's passes
+    recognise (see the module docstring).
     """
     xp = array_module(g)
     m2 = g - m
@@ -220,24 +258,11 @@ def scale_by_adam(b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8) -> Tran
             out, new_m, new_v = _adam_recorded(grads, ms, vs, *given, step.data)
             return out, AdamState(step, treedef.unflatten(new_m), treedef.unflatten(new_v))
         m_scale, v_scale = _correction(b1, step.data), _correction(b2, step.data)
-        flat_g = flat_of(grads)
-        if flat_g is not None and flat_g.dtype == ms[0].dtype == vs[0].dtype:
-            dtype = flat_g.dtype
-            m2, v2, d = _adam_arrays(
-                flat_g, flat_of(ms), flat_of(vs), b1, b2, eps, m_scale(dtype), v_scale(dtype)
-            )
-            new_m, new_v, out = split_like(m2, grads), split_like(v2, grads), split_like(d, grads)
-        else:  # mixed dtypes or devices: leaf by leaf
-            new_m, new_v, out = [], [], []
-            for g, m, v in zip(grads, ms, vs):
-                # Flattened (a view), so that a 0-d leaf is still an array to write into.
-                m2, v2, d = _adam_arrays(
-                    g.data.reshape(-1), m.data.reshape(-1), v.data.reshape(-1),
-                    b1, b2, eps, m_scale(g.dtype), v_scale(g.dtype),
-                )
-                new_m.append(Tensor(m2.reshape(g.shape)))
-                new_v.append(Tensor(v2.reshape(g.shape)))
-                out.append(Tensor(d.reshape(g.shape)))
+
+        def adam_arrays(g: Array, m: Array, v: Array) -> tuple[Array, Array, Array]:
+            return _adam_arrays(g, m, v, b1, b2, eps, m_scale(g.dtype), v_scale(g.dtype))
+
+        new_m, new_v, out = map_packed(adam_arrays, grads, ms, vs)
         return out, AdamState(step, treedef.unflatten(new_m), treedef.unflatten(new_v))
 
     return Transform(init, update_leaves)
@@ -299,11 +324,7 @@ def scale_by_learning_rate(lr: float | Schedule | Tensor) -> Transform[ScaleStat
             factor = _negated(_rate(schedule, count, keep_tensor=True))
             return [u * factor(u.dtype) for u in leaves], ScaleState(_next_count(count))
         factor = _negated(_rate(schedule, count))
-        flat = flat_of(leaves)
-        if flat is not None:
-            scaled = split_like(flat * factor(flat.dtype), leaves)
-        else:
-            scaled = [wrap(u.data * factor(u.dtype)) for u in leaves]
+        (scaled,) = map_packed(lambda u: (u * factor(u.dtype),), leaves)
         return scaled, ScaleState(_next_count(count))
 
     return Transform(init, update_leaves)
@@ -313,7 +334,7 @@ def scale_by_learning_rate(lr: float | Schedule | Tensor) -> Transform[ScaleStat
 class TraceState:
     """The momentum buffer of `trace` (a pytree like the params)."""
 
-    trace: Any
+    trace: Updates
 
 
 def trace(momentum: Hyper, nesterov: bool = False) -> Transform[TraceState]:
@@ -345,16 +366,3 @@ def trace(momentum: Hyper, nesterov: bool = False) -> Transform[TraceState]:
         return out, TraceState(treedef.unflatten(new))
 
     return Transform(init, update_leaves)
-
-
-def adam_transform(lr: float | Schedule | Tensor, b1: Hyper, b2: Hyper, eps: Hyper) -> Transform[Any]:
-    """Adam as a chain: Adam's direction, then the (negative) learning rate."""
-    return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(lr))
-
-
-def sgd_transform(lr: float | Schedule | Tensor, momentum: Hyper, nesterov: bool) -> Transform[Any]:
-    """SGD, with optional (Nesterov) momentum, as a chain."""
-    # A Tensor momentum is kept even at 0: its gradient is still wanted.
-    if isinstance(momentum, Tensor) or momentum:
-        return chain(trace(momentum, nesterov), scale_by_learning_rate(lr))
-    return chain(scale_by_learning_rate(lr))
