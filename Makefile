@@ -34,10 +34,12 @@ mnist: $(MNIST_VENV)/.installed-$(EXTRAS)
 
 demo: mnist
 
-# Every check: strict typing of the package, the examples and the tests, then pytest.
+# Every check: the import layers (no import runs up, no circle but the documented one),
+# strict typing of the package, the examples and the tests, then pytest.
 # One BLAS thread: the suite's matrices are small, and OpenBLAS threads that
 # spin while another process holds the CPU made single tests up to 15x slower.
 test: $(VENV)/.installed
+	$(PY) tests/import_layers.py
 	$(PY) -m mypy
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests tapegrad examples
 

@@ -25,7 +25,8 @@ from pathlib import Path
 PACKAGE = "tapegrad"
 
 # Lowest first. A name matches a module and everything under it ("tapegrad._core" matches
-# "tapegrad._core._tape"). The package's own __init__ and the public faces stand on top.
+# "tapegrad._core._tape"), except the package's own name, which matches only its __init__.
+# That __init__ and the public faces stand on top.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("tapegrad._arrays",),
     ("tapegrad._tree",),
@@ -107,7 +108,8 @@ def layer_of(module: str, layers: Sequence[Sequence[str]]) -> int | None:
     best: tuple[int, int] | None = None
     for index, names in enumerate(layers):
         for prefix in names:
-            if module == prefix or module.startswith(prefix + "."):
+            # The package's own __init__ covers only itself, not every module under it.
+            if module == prefix or (prefix != PACKAGE and module.startswith(prefix + ".")):
                 if best is None or len(prefix) > best[0]:
                     best = (len(prefix), index)
     return None if best is None else best[1]
@@ -187,7 +189,7 @@ def violations(
                 )
     pruned = {m: {t for t in ts if (m, t) not in allowed} for m, ts in graph.items()}
     for component in circles(pruned):
-        problems.append("import circle: " + " -> ".join(component))
+        problems.append("import circle among: " + ", ".join(component))
     return problems
 
 
