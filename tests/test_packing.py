@@ -157,3 +157,56 @@ def test_chains_and_updates_keep_their_types() -> None:
     updates, state = chained.update({"w": tg.tensor([0.5, 0.5])}, state, params)
     new = assert_type(optim.apply_updates(params, updates), dict[str, Tensor])
     assert new["w"].shape == (2,) and isinstance(state[0], optim.AdamState)
+
+
+def _torch_style() -> tuple[Any, Any, Any]:
+    import tapegrad.torchlike as tl
+
+    np.random.seed(0)
+    net = tl.Sequential(tl.Linear(6, 5), tl.ReLU(), tl.Linear(5, 3))
+    opt = tl.Adam(net.parameters(), lr=1e-2)
+    criterion = tl.CrossEntropyLoss()
+    rng = np.random.default_rng(1)
+    x, y = tl.Tensor(rng.random((4, 6))), tl.Tensor(rng.integers(0, 3, 4))
+
+    def train_step() -> Any:
+        opt.zero_grad()
+        loss = criterion(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return net, opt, train_step
+
+
+def test_first_gradients_are_packed_in_parameter_order_and_the_optimizer_takes_them_whole() -> None:
+    from tapegrad.optim._packing import flat_of
+
+    net, opt, train_step = _torch_style()
+    train_step()
+    params = net.parameters()
+    grads = [p.grad.data for p in params]
+    run = _packed.find_run(grads, 0)
+    assert run is not None and run[1] == tuple(p.shape for p in params)
+    assert flat_of([p.grad.value for p in params]) is run[0]  # what step() updates from: no copy
+    # A second backward() without zero_grad() adds into the gradients, as before.
+    first = [g.copy() for g in grads]
+    loss = (net.parameters()[0] * 0.0).sum() + (net.parameters()[0] * 2.0).sum()
+    loss.backward()
+    assert np.array_equal(params[0].grad.data, first[0] + 2.0)
+    assert all(np.array_equal(p.grad.data, g) for p, g in zip(params[1:], first[1:]))
+
+
+def test_a_replayed_torch_style_step_takes_the_gradients_as_one_buffer() -> None:
+    import tapegrad.torchlike as tl
+
+    net, opt, train_step = _torch_style()
+    step = tl.replay(train_step, net, opt)
+    for _ in range(3):
+        step()
+    replayed = step.replayed  # type: ignore[attr-defined]
+    assert (replayed.traces, replayed.replays) == (2, 1)  # no gradients yet, then packed ones
+    roles = [leaf.role for leaf in replayed._last_binding.leaves]
+    # Parameters, gradients, first and second moments: one buffer each; the only other
+    # arrays are the two step counts.
+    assert roles.count("buffer") == 4 and roles.count("array") == 2

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from .._core._record import Record
 from .._core._tape import Tape
 from .._core._tensor import Tensor as CoreTensor
+from ..optim._packing import pack
 
 
 
@@ -45,6 +46,10 @@ class Tensor(Protocol):
     value: CoreTensor
     requires_grad: bool
     is_leaf: bool
+
+    @property
+    def grad(self) -> object:
+        """The gradient accumulated so far (``None`` before the first)."""
 
     def accumulate_grad(self, g: CoreTensor) -> None:
         """Add ``g`` into ``.grad``."""
@@ -218,9 +223,27 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
     grads: list[CoreTensor | None] = Tape.of_records(records).gradient(
         root.value, list[CoreTensor | None](sources), seed, "none"
     )
-    for leaf, g in zip(leaves, grads):
+    for leaf, g in zip(leaves, _packed_if_first(leaves, grads)):
         if g is not None:
             leaf.accumulate_grad(g)
+
+
+def _packed_if_first(leaves: list[Tensor], grads: list[CoreTensor | None]) -> list[CoreTensor | None]:
+    """``grads`` as views of one packed buffer when they are every leaf's first gradient.
+
+    That is the classic loop (``zero_grad(); loss.backward(); opt.step()``). As
+    PyTorch's DDP keeps gradients as views of its buckets (``gradient_as_bucket_view``),
+    the optimizer then updates from one buffer with no copy, and a replayed step
+    takes the ``.grad`` arrays as one input: its per-call check that donated memory
+    overlaps no other argument compares one array, not one per parameter.
+    """
+    if len(grads) < 2 or any(leaf.grad is not None for leaf in leaves):
+        return grads
+    present = [g for g in grads if g is not None]
+    if len(present) != len(grads):
+        return grads
+    packed = pack(present)
+    return grads if packed is None else list[CoreTensor | None](packed)
 
 
 def _live_outputs() -> list[Tensor]:
