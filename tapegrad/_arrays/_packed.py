@@ -45,7 +45,7 @@ class _Entry:
 
     def __init__(self, buffer: Any, views: tuple[Any, ...], layout: Layout, forget: Any) -> None:
         self.buffer = weakref.ref(buffer, forget)
-        self.views = tuple(weakref.ref(v) for v in views)
+        self.views = tuple([weakref.ref(v) for v in views])
         self.layout = layout
 
 
@@ -117,14 +117,13 @@ def views(buffer: Any, layout: Layout) -> tuple[Any, ...]:
         # A view's shape can be reassigned in place; such a view is no longer ours.
         if all(v is not None and v.shape == shape for v, shape in zip(made, layout)):
             return made
-    new = []
-    start = 0
-    for shape in layout:
-        stop = start + _size(shape)
-        new.append(buffer[start:stop].reshape(shape))
-        start = stop
-    _register(buffer, tuple(new), layout)
-    return tuple(new)
+    # A 1-d piece is its slice already: a reshape would only cost another view.
+    new = tuple([
+        buffer[start:stop] if len(shape) == 1 else buffer[start:stop].reshape(shape)
+        for start, stop, shape in _bounds(layout)
+    ])
+    _register(buffer, new, layout)
+    return new
 
 
 def split(buffer: Any, layout: Layout) -> list[Any]:
@@ -143,8 +142,30 @@ def split(buffer: Any, layout: Layout) -> list[Any]:
     return list(views(buffer, layout))
 
 
-def _size(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+_BOUNDS: dict[Layout, tuple[tuple[int, int, tuple[int, ...]], ...]] = {}
+# The layout asked for last, and its bounds: a replay asks for the same layout object on
+# every call, which this answers without hashing it.
+_last_bounds: tuple[Layout, tuple[tuple[int, int, tuple[int, ...]], ...]] = ((), ())
+
+
+def _bounds(layout: Layout) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+    """Where each view of ``layout`` starts and stops in the buffer, with its shape (computed once)."""
+    global _last_bounds
+    last = _last_bounds  # read once: another thread may replace it
+    if last[0] is layout:
+        return last[1]
+    bounds = _BOUNDS.get(layout)
+    if bounds is None:
+        found = []
+        start = 0
+        for shape in layout:
+            size = 1
+            for d in shape:
+                size *= d
+            found.append((start, start + size, shape))
+            start += size
+        bounds = tuple(found)
+        if len(_BOUNDS) < 256:  # a program packs a few layouts; never grow without bound
+            _BOUNDS[layout] = bounds
+    _last_bounds = (layout, bounds)
+    return bounds

@@ -115,7 +115,9 @@ class _Scan:
             return
         if cls is float:  # by its bits: -0.0 == 0.0 and nan != nan, but neither replays as the other
             self.add(path, (cls, value.hex()), setter)
-            self._check(f"type({var}) is not float or {var}.hex() != {self._const(value.hex())}")
+            # The same float object (a hyperparameter nobody set since) has the same bits.
+            self._check(f"{var} is not {self._const(value)} and "
+                        f"(type({var}) is not float or {var}.hex() != {self._const(value.hex())})")
             return
         if isinstance(value, np.ndarray | CoreTensor):  # frozen into the trace: by identity
             self.add(path, ("array", _Identity(value)))
@@ -234,10 +236,11 @@ State = tuple[tuple[CoreTensor, ...], tuple[CoreTensor | None, ...], tuple[Any, 
 
 
 def _read(scan: _Scan) -> State:
+    # Lists, not generators, inside tuple(): this runs twice per call.
     return (
-        tuple(t.value for t in scan.tensors),
-        tuple(None if t.grad is None else t.grad.value for t in scan.tensors),
-        tuple(opt.state for opt in scan.optimizers),
+        tuple([t.value for t in scan.tensors]),
+        tuple([None if t.grad is None else t.grad.value for t in scan.tensors]),
+        tuple([opt.state for opt in scan.optimizers]),
     )
 
 
@@ -283,21 +286,29 @@ def _first_change(before: tuple[tuple[str, Hashable], ...], after: tuple[tuple[s
 
 def _unwrap(tree: Any, what: str) -> Any:
     """Wrapper tensors as core tensors (the replay's pytree leaves)."""
+    # Every call passes its arguments through here: spare the common ones, ``step(x, y)``
+    # with no keyword arguments, the pytree walk (a few microseconds each).
+    if type(tree) is tuple and all([type(x) is Tensor for x in tree]):
+        return tuple([_unwrapped(x, what) for x in tree])
+    if type(tree) is dict and not tree:
+        return {}
+    return _tree.map(lambda x: _unwrapped(x, what), tree)  # a wrapper tensor is a leaf
 
-    def one(x: Any) -> Any:
-        if not isinstance(x, Tensor):
-            return x
-        if x.requires_grad and what == "argument":
-            raise ReplayError(
-                "torchlike.replay: an argument requires grad; a replayed step must reach its "
-                "parameters through the modules and optimizers passed to replay(), not its arguments"
-            )
-        return x.value
 
-    return _tree.map(one, tree)  # a wrapper tensor is not a pytree node: it is a leaf
+def _unwrapped(x: Any, what: str) -> Any:
+    if not isinstance(x, Tensor):
+        return x
+    if x.requires_grad and what == "argument":
+        raise ReplayError(
+            "torchlike.replay: an argument requires grad; a replayed step must reach its "
+            "parameters through the modules and optimizers passed to replay(), not its arguments"
+        )
+    return x.value
 
 
 def _wrap(tree: Any) -> Any:
+    if type(tree) is CoreTensor:  # a step that returns its loss, spared the pytree walk
+        return Tensor(tree)
     return _tree.map(lambda x: Tensor(x) if isinstance(x, CoreTensor) else x, tree)
 
 
