@@ -179,19 +179,23 @@ def _torch_style() -> tuple[Any, Any, Any]:
     return net, opt, train_step
 
 
-def test_first_gradients_are_packed_in_parameter_order_and_the_optimizer_takes_them_whole() -> None:
+def test_a_replayed_torch_style_step_packs_first_gradients_in_parameter_order() -> None:
+    import tapegrad.torchlike as tl
     from tapegrad.optim._packing import flat_of
 
     net, opt, train_step = _torch_style()
     train_step()
     params = net.parameters()
+    assert _packed.find_run([p.grad.data for p in params], 0) is None  # eagerly, as before
+    step = tl.replay(train_step, net, opt)
+    step()  # traced: backward() packs, and the views come back as the new .grad
     grads = [p.grad.data for p in params]
     run = _packed.find_run(grads, 0)
     assert run is not None and run[1] == tuple(p.shape for p in params)
     assert flat_of([p.grad.value for p in params]) is run[0]  # what step() updates from: no copy
     # A second backward() without zero_grad() adds into the gradients, as before.
     first = [g.copy() for g in grads]
-    loss = (net.parameters()[0] * 0.0).sum() + (net.parameters()[0] * 2.0).sum()
+    loss = (params[0] * 2.0).sum()
     loss.backward()
     assert np.array_equal(params[0].grad.data, first[0] + 2.0)
     assert all(np.array_equal(p.grad.data, g) for p, g in zip(params[1:], first[1:]))

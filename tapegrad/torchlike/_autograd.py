@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from .._arrays._traced import Traced
 from .._core._record import Record
 from .._core._tape import Tape
 from .._core._tensor import Tensor as CoreTensor
@@ -229,20 +230,21 @@ def backward(root: Tensor, gradient: Any = None, retain_graph: bool = False) -> 
 
 
 def _packed_if_first(leaves: list[Tensor], grads: list[CoreTensor | None]) -> list[CoreTensor | None]:
-    """``grads`` as views of one packed buffer when they are every leaf's first gradient.
+    """``grads`` as views of one packed buffer, while a replay traces, when they are every leaf's first.
 
-    That is the classic loop (``zero_grad(); loss.backward(); opt.step()``). As
-    PyTorch's DDP keeps gradients as views of its buckets (``gradient_as_bucket_view``),
-    the optimizer then updates from one buffer with no copy, and a replayed step
-    takes the ``.grad`` arrays as one input: its per-call check that donated memory
-    overlaps no other argument compares one array, not one per parameter.
+    That is the classic loop (``zero_grad(); loss.backward(); opt.step()``) under
+    `torchlike.replay`. As PyTorch's DDP keeps gradients as views of its buckets
+    (``gradient_as_bucket_view``), the optimizer then updates from that buffer
+    with no copy, and the replay takes the ``.grad`` arrays as one input: its
+    per-call check that donated memory overlaps no other argument compares one
+    array, not one per parameter. Eagerly, packing here would only move the
+    optimizer's concatenation into this function, and add the making of the views.
     """
-    if len(grads) < 2 or any(leaf.grad is not None for leaf in leaves):
+    if len(grads) < 2 or type(getattr(grads[0], "data", None)) is not Traced:
         return grads
-    present = [g for g in grads if g is not None]
-    if len(present) != len(grads):
+    if any(g is None for g in grads) or any(leaf.grad is not None for leaf in leaves):
         return grads
-    packed = pack(present)
+    packed = pack([g for g in grads if g is not None])
     return grads if packed is None else list[CoreTensor | None](packed)
 
 
