@@ -214,3 +214,22 @@ def test_a_replayed_torch_style_step_takes_the_gradients_as_one_buffer() -> None
     # Parameters, gradients, first and second moments: one buffer each; the only other
     # arrays are the two step counts.
     assert roles.count("buffer") == 4 and roles.count("array") == 2
+
+
+def test_a_packed_view_reshaped_in_place_is_no_longer_taken_for_its_buffer() -> None:
+    params = [tg.tensor(np.arange(6.0).reshape(2, 3)), tg.tensor(np.ones(4))]
+    opt = optim.sgd(0.1)
+    params, _ = opt.update([tg.tensor(np.ones((2, 3))), tg.tensor(np.ones(4))], opt.init(params), params)
+
+    @tg.replay
+    def sums(ps: list[Tensor]) -> list[Tensor]:
+        return [p.sum(axis=0) for p in ps]
+
+    sums(params)
+    sums(params)
+    assert sums.replays == 1
+    params[0].data.shape = (3, 2)
+    assert _packed.find_run([p.data for p in params], 0) is None
+    expected = [p.sum(axis=0) for p in params]  # eagerly: sums of (3, 2), not (2, 3)
+    assert [t.data.tobytes() for t in sums(params)] == [t.data.tobytes() for t in expected]
+    assert sums(params)[0].shape == (2,)

@@ -15,9 +15,10 @@ The contract:
 - **Who recognises.** The optimizer's next step (`find_run`: the leaves are a
   buffer already, so no copy), and the replay: ``bind`` (`find_run`) and its
   generated guard (`is_packed_view`, `view_refs`) pass a buffer whole.
-- **What counts.** The exact view objects `views` made, in order: an
-  identity check, so other views of the same memory are never taken for the
-  buffer.
+- **What counts.** The exact view objects `views` made, in order, each with
+  its registered shape: an identity check, so other views of the same memory
+  are never taken for the buffer, and a view reshaped in place since
+  (``view.shape = ...``) breaks its run.
 - **Lifetime.** The registry holds weak references only, to the buffer and to
   its views; an entry goes when its buffer dies.
 - **No buffer is written after it is handed out.** A packer never writes
@@ -75,7 +76,8 @@ def view_refs(buffer: Any, layout: Layout) -> tuple[weakref.ref[Any], ...] | Non
     """Weak references to the views `views` made of ``buffer`` for ``layout``, in order; else ``None``.
 
     For the replay's guard, which runs on every call: it dereferences them
-    inline, one identity check per view, which costs less than a call would.
+    inline, one identity check per view, which costs less than a call would
+    (and checks each view's shape against ``layout`` itself).
     """
     entry = _entry(buffer, layout)
     return None if entry is None else entry.views
@@ -98,8 +100,9 @@ def find_run(arrays: Sequence[Any], start: int) -> tuple[Any, Layout] | None:
     entry = _REGISTRY.get(id(base)) if base is not None else None
     if entry is None or entry.buffer() is not base or start + len(entry.views) > len(arrays):
         return None
-    for k, ref in enumerate(entry.views):
-        if ref() is not arrays[start + k]:
+    for k, (ref, shape) in enumerate(zip(entry.views, entry.layout)):
+        view = ref()
+        if view is None or view is not arrays[start + k] or view.shape != shape:
             return None
     return base, entry.layout
 

@@ -240,6 +240,9 @@ def compile_guard(treedef: _tree.TreeDef, binding: Binding) -> Callable[[Any], l
         w.lines.append(f"{r} = view_refs({b}, {w.const(layout)})")
         w.check(f"{r} is None")
         w.check(" or ".join(f"{r}[{k}]() is not {data[i + k]}" for k in range(len(layout))))
+        # A view reshaped in place (``view.shape = ...``) is no longer the buffer's: the
+        # function would see the new shape, and the replay the traced one.
+        w.check(" or ".join(f"{data[i + k]}.shape != {w.const(shape)}" for k, shape in enumerate(layout)))
         w.check(f"{b}.dtype != {w.const(dtype)} or {b}.strides != {w.const(strides)}")
         arrays.insert(_array_position(binding, i), b)
     # Leaves that were distinct objects when traced must still be distinct.
