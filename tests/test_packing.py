@@ -59,6 +59,14 @@ def test_map_packed_runs_leaf_by_leaf_on_flattened_arrays_when_dtypes_differ() -
     assert doubled[1].shape == () and doubled[1].dtype == np.float32 and float(doubled[1].item()) == 6.0
 
 
+def test_an_update_of_no_parameters_gives_no_leaves() -> None:
+    assert map_packed(lambda g, m: (g + m, g - m, g * m), [], []) == [[], [], []]
+    none: dict[str, Tensor] = {}
+    for opt in (optim.adam(), optim.sgd(0.1), optim.sgd(0.1, momentum=0.9)):
+        params, state = opt.update(none, opt.init(none), none)
+        assert params == {} and int(state[-1].count.item()) == 1
+
+
 def test_no_module_reads_the_registry_of_packed_buffers() -> None:
     # The optimizer and the replay meet only through `_packed`'s public functions.
     private = []

@@ -11,7 +11,8 @@ The contract:
 - **Who packs.** Whoever makes the views, through `views` (or `split`, which
   also records the call when the buffer is traced). In tapegrad that is the
   optimizer's packing helpers (``optim/_packing.py``), which the PyTorch-style
-  wrapper also uses for its ``.grad`` buffer. Making the views registers them.
+  wrapper also uses for its ``.grad`` buffer while a replay traces its step.
+  Making the views registers them.
 - **Who recognises.** The optimizer's next step (`find_run`: the leaves are a
   buffer already, so no copy), and the replay: ``bind`` (`find_run`) and its
   generated guard (`is_packed_view`, `view_refs`) pass a buffer whole.

@@ -67,9 +67,12 @@ def map_packed(update: ArrayUpdate, *leaf_lists: Sequence[Tensor]) -> list[list[
     first moments, ...). Packed when every leaf of every list is a host
     array of one dtype; otherwise ``update`` runs once per parameter, on
     each list's leaf flattened. Returns one list of Tensors per array
-    ``update`` returns.
+    ``update`` returns (with no leaves, ``update`` runs on empty arrays to
+    say how many).
     """
     like = leaf_lists[0]
+    if not like:  # no parameters: nothing to compute, but as many (empty) results as ever
+        return [[] for _ in update(*(np.zeros(0) for _ in leaf_lists))]
     if _packable(leaf_lists):
         results = update(*(_flat(leaves) for leaves in leaf_lists))
         return [split_like(result, like) for result in results]
@@ -116,11 +119,12 @@ def split_like(flat: Array, leaves: Sequence[Tensor]) -> list[Tensor]:
 
 
 def pack(leaves: Sequence[Tensor]) -> list[Tensor] | None:
-    """The leaves as registered views of one buffer (a copy into a new one unless they are already); ``None`` if they can't share one.
+    """The leaves as registered views of one buffer; ``None`` if they can't share one.
 
-    For values made one by one that an optimizer will take together next,
-    as the PyTorch-style wrapper's ``.grad``: the optimizer, and a replay,
-    then see one buffer.
+    The buffer is a new concatenation unless the leaves are its views already.
+    For values made one by one that an optimizer takes together next (the
+    PyTorch-style wrapper's ``.grad``): the optimizer, and a replay, then see
+    one buffer.
     """
     flat = flat_of(leaves)
     return None if flat is None else split_like(flat, leaves)
