@@ -48,7 +48,6 @@ handed out (the contract in ``_arrays/_packed.py``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
