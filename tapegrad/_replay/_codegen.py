@@ -1,10 +1,14 @@
-"""Turn a `Recording` into one straight-line Python function.
+"""Codegen: turn a replay's instructions into one straight-line Python function.
 
 Replaying a list of recorded calls in an interpreter loop would cost about
 as much Python as the library calls it saves. Generating the source of one
 function instead (``v7 = c3(v2, v5, axis=c4)``, one line per call) makes a
 replay cost the NumPy calls and little else. Each value is deleted right
 after its last use, so a replay holds no more memory than the eager run.
+
+This module only writes code: it changes no instruction. The passes that
+rewrite the trace first (``_passes.py``) are run, in order, by
+``_replayed.py``.
 """
 
 from __future__ import annotations
@@ -14,12 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ._passes import accumulate_into_donated, reuse_buffers, write_into_concatenations
 from .._arrays._traced import (
     Const,
     Container,
     Instruction,
-    Recording,
     Ref,
     Template,
     slots_touched,
@@ -92,29 +94,6 @@ def _statement(src: _Source, ins: Instruction) -> str:
     return f"{targets} = {call}"
 
 
-def _live(instructions: Sequence[Instruction], kept: set[int]) -> list[Instruction]:
-    """The instructions without the dead ones: pure calls whose results nobody reads.
-
-    A result-less instruction (a guard, an assignment, ``ufunc.at``) or one
-    writing through ``out=`` has an effect and always stays.
-    """
-    needed = set(kept)
-    live: list[Instruction] = []
-    for ins in reversed(instructions):
-        pure = ins.outs and not ins.effect
-        if pure and not needed.intersection(ins.outs):
-            continue
-        if ins.for_outputs and not kept.intersection(slots_touched(ins)):
-            continue
-        live.append(ins)
-        for t in ins.args:
-            template_slots(t, needed)
-        for _, t in ins.kwargs:
-            template_slots(t, needed)
-    live.reverse()
-    return live
-
-
 def _last_uses(instructions: Sequence[Instruction]) -> dict[int, int]:
     """For each slot, the index of the last instruction that reads or defines it."""
     last: dict[int, int] = {}
@@ -124,31 +103,27 @@ def _last_uses(instructions: Sequence[Instruction]) -> dict[int, int]:
     return last
 
 
-def compile_recording(
-    recording: Recording,
+def compile_instructions(
+    instructions: Sequence[Instruction],
+    input_slots: Sequence[int],
     outputs: Sequence[tuple[Template, Any]],
     name: str,
-    donated: set[int] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[Callable[..., tuple[Any, ...]], str]:
-    """The replay function and its source.
+    """The replay function named ``name`` that runs ``instructions``, and its source.
 
-    It takes the input slots' arrays, positionally, and returns a tuple with
-    one entry per ``(template, wrapper)`` in ``outputs``: the value, passed
-    through ``wrapper`` (for example `Tensor`) unless that is ``None``.
-    The memory of the ``donated`` input slots may be reused for results.
+    It takes the arrays of ``input_slots``, positionally, and returns a tuple
+    with one entry per ``(template, wrapper)`` in ``outputs``: the value,
+    passed through ``wrapper`` (for example `Tensor`) unless that is ``None``.
+    The instructions run as they are, in order: rewriting them is the passes'
+    work, done before.
     """
     src = _Source()
     kept: set[int] = set()
     for t, _ in outputs:
         template_slots(t, kept)
-    instructions = _live(recording.instructions, kept)
-    instructions = write_into_concatenations(instructions, recording.values, kept)
-    fixed = kept | (set(recording.input_slots) - donated)
-    instructions = accumulate_into_donated(instructions, recording.values, fixed, donated)
-    instructions = reuse_buffers(instructions, recording.values, fixed, donated)
     last = _last_uses(instructions)
     lines = []
-    for slot in recording.input_slots:  # inputs never used still go at once
+    for slot in input_slots:  # inputs never used still go at once
         if slot not in last and slot not in kept:
             lines.append(f"del v{slot}")
     dying_at: dict[int, list[int]] = {}
@@ -172,7 +147,7 @@ def compile_recording(
         src.expr(t) if wrapper is None else f"{src.const(wrapper)}({src.expr(t)})" for t, wrapper in outputs
     )
     lines.append(f"return ({results}{',' if len(outputs) == 1 else ''})")
-    params = ", ".join(f"v{s}" for s in recording.input_slots)
+    params = ", ".join(f"v{s}" for s in input_slots)
     source = f"def {name}({params}):\n" + "".join(f"    {line}\n" for line in lines)
     namespace = dict(src.constants)
     exec(compile(source, f"<replay of {name}>", "exec"), namespace)  # noqa: S102 - our own source

@@ -1,17 +1,43 @@
-"""Buffer reuse for a replay: write a ufunc's result into memory that is already dead.
+"""The replay's passes: rewrites of a trace's instructions that keep every value bit for bit.
 
-Eagerly, every op returns a fresh array, and a functional optimizer step
-allocates a new buffer for each moment, the direction and the parameters. A
-replay knows the whole program, so, as XLA's buffer assignment does, it can
-hand an op the memory of an array nobody will read again, of the same shape
-and dtype, through ``out=``. Fewer live buffers mean a lower peak and warmer
-caches; the values are the same, because a ufunc writes each element from
-the same inputs either way.
+Eagerly, every op returns a fresh array, and a functional update allocates a
+new buffer for each result. A replay knows the whole program, so, as XLA's
+buffer assignment does, it can hand an op memory that nobody will read again
+through ``out=``. The values stay the same, bit for bit, because each pass
+only changes *where* a result is written, never which ufunc runs on which
+operands: a ufunc writes each element from the same inputs either way.
 
-Only plain ufunc calls are rewritten. An elementwise ufunc may also write
-over an operand that dies at that very call (NumPy handles the exact
-overlap); a generalised ufunc such as ``matmul`` only takes memory that died
-before it.
+``_replayed.py`` runs the passes, in order (`_run_passes` there). Each
+takes the instructions and returns new ones. They read the trace's
+``values`` (by slot) for shapes, dtypes and which arrays share memory; the
+two that move a result into other memory update ``values`` to match, so the
+passes after them see where it now lies. What each pass recognises, as
+NumPy written in the traced function:
+
+- `drop_dead`: any call whose results nobody reads and that writes nothing.
+- `write_into_concatenations`: ``flat = np.concatenate([a.reshape(-1),
+  b.reshape(-1)])``, 1-d, where each piece is made by a plain ufunc call
+  (``x @ w``, ``x * y``) or ``x.sum(axis=...)`` of ``flat``'s dtype. The
+  pieces are then computed straight into ``flat``.
+- `accumulate_into_donated`: an elementwise in-place ufunc whose other
+  operand is a donated argument read for the last time (``m2 += m``, with
+  ``m2`` a fresh array of ``m``'s shape and dtype). It then writes into
+  ``m``, and ``m2`` lives there from then on.
+- `reuse_buffers`: a plain ufunc call (``g - m``, ``np.sqrt(v)``; no
+  keywords, one result) whose result has the shape and dtype of a buffer
+  that is dead by then. It writes into that buffer.
+
+An optimizer's update is one example: Adam's array-level update
+(``_adam_arrays`` in ``optim/_transforms.py``) is written in these patterns,
+on packed buffers (``_arrays/_packed.py``)::
+
+    g = np.concatenate([gw.reshape(-1), gb.reshape(-1)])  # gw, gb computed into g
+    m2 = g - m          # into a dead buffer of its shape and dtype, if there is one
+    m2 *= 1.0 - b1      # in place already
+    m2 += m             # the last read of a donated m: written into m
+
+Other NumPy (``np.where``, ``np.clip``, ``x.ravel()`` before a
+concatenation) replays bit for bit too; it just allocates as it did eagerly.
 """
 
 from __future__ import annotations
@@ -22,7 +48,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .._arrays._traced import Const, Container, Instruction, Ref, Template, slots_touched
+from .._arrays._traced import Const, Container, Instruction, Ref, Template, slots_touched, template_slots
 
 
 def _called_ufunc(ins: Instruction) -> np.ufunc | None:
@@ -40,6 +66,32 @@ def _ufunc_of(ins: Instruction) -> np.ufunc | None:
     return _called_ufunc(ins)
 
 
+def drop_dead(instructions: Sequence[Instruction], kept: set[int]) -> list[Instruction]:
+    """The instructions without the dead ones: pure calls whose results nobody reads.
+
+    ``kept`` are the slots the replay returns. A result-less instruction (a
+    guard, an assignment, ``ufunc.at``) or one writing through ``out=`` has
+    an effect and always stays; one recorded only for the caller
+    (``for_outputs``) stays only when it touches a returned slot. Runs
+    first: the other passes count a value's readers and find its last use.
+    """
+    needed = set(kept)
+    live: list[Instruction] = []
+    for ins in reversed(instructions):
+        pure = ins.outs and not ins.effect
+        if pure and not needed.intersection(ins.outs):
+            continue
+        if ins.for_outputs and not kept.intersection(slots_touched(ins)):
+            continue
+        live.append(ins)
+        for t in ins.args:
+            template_slots(t, needed)
+        for _, t in ins.kwargs:
+            template_slots(t, needed)
+    live.reverse()
+    return live
+
+
 def reuse_buffers(
     instructions: Sequence[Instruction],
     values: Sequence[Any],
@@ -48,12 +100,23 @@ def reuse_buffers(
 ) -> list[Instruction]:
     """``instructions`` with ufunc results written into dead buffers where one fits.
 
+    The pattern: a plain ufunc call with one result and no keywords
+    (``g - m``, ``np.sqrt(v)``, ``x @ w``), whose result is a whole
+    C-ordered array. It gets ``out=`` a buffer of the same shape and dtype
+    whose every reader has run. An elementwise ufunc may also take an
+    operand that dies at that very call (NumPy handles the exact overlap);
+    a generalised ufunc such as ``matmul`` only takes memory that died
+    before it. Among free buffers, a donated argument the call reads is
+    taken first (``p - u`` into ``p``), so that a packed buffer ends up
+    where it began. Other calls (``np.where``, ``x.sum()``) keep allocating.
+
     ``values`` are the trace's values by slot; ``fixed`` are slots whose
     memory must never be reused (the outputs, and the inputs that are not
     ``donated``). An output may itself be written into a dead buffer, which
     it then keeps. A donated input's buffer becomes free after its last
     reader, but only past the last guard: a guard that fails hands the
-    arguments to the eager function, which must find them intact.
+    arguments to the eager function, which must find them intact. Runs
+    last, because the passes before it change which buffers live when.
     """
     groups = memory_groups(values)
     pinned = {g for s in fixed for g in groups.get(s, ())}
@@ -99,15 +162,20 @@ def accumulate_into_donated(
 ) -> list[Instruction]:
     """In-place updates that finish in a donated argument's own memory.
 
-    An optimizer computes a new moment as ``m2 = g - m; m2 *= c; m2 += m``. When
-    that last ``m2 += m`` is the last read of ``m``, a donated argument, it may
-    write into ``m`` instead: the same ufunc on the same operands, so the same
-    values, and from there on ``m2`` lives where ``m`` did. The state is then
-    updated where it lies, as PyTorch's optimizers do, and its registered views
-    come back unchanged (see `_flat.views_of`). Only when nothing could tell:
-    past the last guard, elementwise ufuncs on whole arrays of one shape and
-    dtype, and no view of ``m2`` made before and read after. Views of ``m2``
-    made afterwards are views of ``m``: ``values`` is updated to match.
+    The pattern: ``a op= b`` (or ``ufunc(a, b, out=a)``, either operand
+    order), an elementwise ufunc where ``a`` is a whole array the trace
+    made and ``b`` a donated argument's whole buffer of the same shape and
+    dtype, read here for the last time. That call may write into ``b``
+    instead: the same ufunc on the same operands, so the same values, and
+    from there on ``a`` lives where ``b`` did. For example, an optimizer's
+    moment, ``m2 = g - m; m2 *= c; m2 += m``: the state is then updated where
+    it lies, as PyTorch's optimizers do, and the recorded `split` of ``m2``
+    into views hands back ``m``'s registered views (``_arrays/_packed.py``).
+
+    Only when nothing could tell: past the last guard; nothing of ``b``
+    returned; ``a`` neither returned nor an argument, and no view of ``a``
+    made before this call and returned or read after it. Views of ``a``
+    made afterwards are views of ``b``: ``values`` is updated to match.
     """
     groups = memory_groups(values)
     last_guard = max((i for i, ins in enumerate(instructions) if ins.kind.endswith("guard")), default=-1)
@@ -197,8 +265,8 @@ def _renamed(ins: Instruction, rename: dict[int, int]) -> Instruction:
 def _pick(pool: list[int], ins: Instruction, donated: set[int]) -> int:
     """A buffer from ``pool``: a donated argument this op reads (``p + u`` into ``p``) if any.
 
-    An argument's buffer comes with its registered views, which the replay then
-    hands back instead of slicing new ones (see `_flat.views_of`).
+    An argument's buffer comes with its registered views, which the recorded
+    `split` then hands back instead of slicing new ones (``_arrays/_packed.py``).
     """
     operands = {t.slot for t in ins.args if isinstance(t, Ref)}
     for k in range(len(pool) - 1, -1, -1):
@@ -246,13 +314,17 @@ def write_into_concatenations(
 ) -> list[Instruction]:
     """Make the pieces of a flat concatenation write straight into it.
 
-    An optimizer flattens the gradients with ``concatenate([g.reshape(-1) ...])``.
-    When each piece is made by a plain ufunc call (``matmul``) or a ``sum``,
-    the replay allocates the flat array first and has each piece computed
-    into its place, as a fused optimizer does: one pass over the gradients
-    fewer. A piece read elsewhere too (or returned) then shares memory with
-    the flat array, so nothing may write into that array afterwards.
-    ``values`` is updated to match.
+    The pattern: ``np.concatenate([a.reshape(-1), b.reshape(-1), ...])``
+    with no keywords and a 1-d result, where each piece is made by a plain
+    ufunc call (``x @ w``) or ``x.sum(axis=...)`` in the concatenation's
+    dtype, appears once, and has no view but its ``reshape(-1)``. The
+    replay then allocates the flat array first and has each piece computed
+    into its place, as a fused optimizer does: one pass over the pieces
+    fewer. An optimizer packing fresh gradients is the example
+    (``optim/_packing.py``). A piece read elsewhere too (or returned) then
+    shares memory with the flat array, so the rewrite is skipped when
+    anything writes into either afterwards, or when a piece and the flat
+    array are both returned. ``values`` is updated to match.
     """
     readers: dict[int, int] = {}
     defined_at: dict[int, int] = {}

@@ -31,10 +31,11 @@ from .. import _tree
 from .._arrays._packed import split
 from ._random import generator_states, reachable_generators, same_states, watch_global_random
 from ._signature import Binding, bind, compile_guard
-from ._codegen import GuardFailed, compile_recording
+from ._codegen import GuardFailed, compile_instructions
+from ._passes import accumulate_into_donated, drop_dead, reuse_buffers, write_into_concatenations
 from .._core._tape import _ACTIVE
 from .._core._tensor import Tensor
-from .._arrays._traced import Const, Recording, ReplayError, Ref, Template, Traced
+from .._arrays._traced import Const, Instruction, Recording, ReplayError, Ref, Template, Traced, template_slots
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,12 +139,12 @@ class Replayed(Generic[P, R]):
             )
         call = (args, kwargs)
         guard = self._guard
-        if guard is not None:
+        if guard is not None:  # the last signature's generated guard: the fast path
             arrays = guard[0](call)
             if arrays is not None:
                 return self._replay(guard[1], arrays, args, kwargs)
         leaves, treedef = _tree.flatten(call)
-        binding = bind(leaves, treedef)
+        binding = bind(leaves, treedef)  # the generic walk: the signature, and the arrays
         if binding is None:  # on a device, or inside another replay's trace
             if not any(isinstance(getattr(leaf, "data", None), Traced) for leaf in leaves):
                 self.eager_calls += 1
@@ -215,6 +216,10 @@ class Replayed(Generic[P, R]):
     ) -> tuple[R, _Entry, list[weakref.ref[Any]]]:
         """Run the function on traced stand-ins and compile what it did.
 
+        The pipeline after `bind`, in order: trace (the function runs on
+        `Traced` stand-ins, which fill a `Recording`), passes (`_run_passes`),
+        codegen (`compile_instructions`) and guard (`compile_guard`).
+
         Also returns weak references to every traced value, for the caller to
         check, once this frame (which holds some of them) is gone, that none
         escaped.
@@ -267,14 +272,16 @@ class Replayed(Generic[P, R]):
         _refuse_changed_arguments(call, treedef, traced_leaves)
         out_leaves, out_def = _tree.flatten(result)
         outputs = [_output(recording, leaf) for leaf in out_leaves]
-        # The call's own results, read before compiling: its passes rewrite the trace's values.
+        # The call's own results, read before compiling: the passes rewrite the trace's values.
         values = [_value(recording, template, wrapper) for template, wrapper in outputs]
         safe = _safe_to_donate(recording, donated, kept_whole)
-        run, source = compile_recording(recording, outputs, _function_name(self._fn), safe)
+        instructions = _run_passes(recording, outputs, safe)
+        run, source = compile_instructions(instructions, recording.input_slots, outputs, _function_name(self._fn))
         if effects:
             run = _holding_effects(run)
+        guard = compile_guard(treedef, binding)  # None when the structure has a node it cannot check inline
         entry = _Entry(
-            run, out_def, recording.writes_inputs, source, compile_guard(treedef, binding),
+            run, out_def, recording.writes_inputs, source, guard,
             tuple(k for k, slot in enumerate(recording.input_slots) if slot in safe),
         )
         self.traces += 1
@@ -338,6 +345,32 @@ def replay(fn: Callable[P, R], *, donate_argnums: int | tuple[int, ...] = ()) ->
     (Tensor([ 1.2, -0.6], dtype=float32, device=cpu), 0.0, 1, 1)
     """
     return Replayed(fn, (donate_argnums,) if isinstance(donate_argnums, int) else tuple(donate_argnums))
+
+
+def _run_passes(
+    recording: Recording, outputs: list[tuple[Template, Any]], donated: set[int]
+) -> list[Instruction]:
+    """The trace's instructions, rewritten by the passes of ``_passes.py`` in their order.
+
+    ``donated`` are the input slots whose memory the replay may reuse. A new
+    pass is added here, in its place:
+
+    1. `drop_dead` first: the others count a value's readers and find its
+       last use, which dead calls would hide.
+    2. `write_into_concatenations` next: it turns the pieces of a
+       concatenation into views of it, which the memory passes must see.
+    3. `accumulate_into_donated`, then `reuse_buffers` last: a result moved
+       into a donated argument keeps that buffer alive longer, and
+       `reuse_buffers` hands out memory by when it dies.
+    """
+    kept: set[int] = set()  # the returned slots: their memory is the caller's
+    for template, _ in outputs:
+        template_slots(template, kept)
+    instructions = drop_dead(recording.instructions, kept)
+    instructions = write_into_concatenations(instructions, recording.values, kept)
+    fixed = kept | (set(recording.input_slots) - donated)
+    instructions = accumulate_into_donated(instructions, recording.values, fixed, donated)
+    return reuse_buffers(instructions, recording.values, fixed, donated)
 
 
 def _output(recording: Recording, leaf: Any) -> tuple[Template, Any]:
