@@ -5,7 +5,7 @@
 exactly what it would have; every NumPy call that touches one (ufuncs and
 their methods through ``__array_ufunc__``, functions through
 ``__array_function__``, array methods, indexing, operators) is appended to a
-`Recording`, which `_replay_codegen` turns into one straight-line function.
+`Recording`, which `tapegrad._replay` turns into one straight-line function.
 
 Nothing may leave the trace unseen, because a value that escapes would be
 frozen into the replay as a constant, a silently wrong answer. So every way a
