@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from .._arrays._backend import HOST_ARRAYS, array_module
+from .._arrays._backend import array_module, select
 from ._dispatch import as_tensor, binary, compare, lift, raw, same_device, shapes_of, unary, unify
 from ._primitive import primitive
-from ._record import _ACTIVE, emit
+from ._record import emit, is_recording
 from ._tensor import Tensor, TensorLike, wrap
 
 Grads = Sequence[Tensor | None]
@@ -263,8 +263,6 @@ def _relu_array(d: Any) -> Any:
 
 def _relu_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
     # out > 0 exactly where x > 0 (NaN in both is not > 0), and out is what the tape kept.
-    if not _ACTIVE.get():  # nothing records this rule: select on the arrays directly
-        return (Tensor(_where_arrays(out.data > 0, g.data, 0)),)
     return (where(out > 0, g, 0),)
 
 
@@ -292,55 +290,6 @@ def _clip_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs:
 CLIP = primitive("clip", _clip_vjp)
 
 
-# Below this many elements NumPy's where is as fast (measured: 4,096 vs 32,768).
-_SELECT_MIN_SIZE = 16_384
-_BITS = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
-
-
-def _select(c: Any, x: Any, y: Any) -> Any:
-    """``np.where(c, x, y)`` by bit masking, or ``None`` outside the common case.
-
-    NumPy's ``where`` runs about ten times slower than a ufunc on arrays of a
-    few tens of thousands of floats (370 us for a 256x128 ReLU here, against
-    75 us for this). Choosing
-    bits with an all-ones or all-zeros integer mask is exact, NaN payloads and
-    signed zeros included. The common case: a host boolean mask, and each of
-    ``x``, ``y`` a Python number or a float array of the mask's shape.
-    """
-    if type(c) not in HOST_ARRAYS or c.dtype != np.bool_ or c.size < _SELECT_MIN_SIZE:
-        return None
-    dtype = np.result_type(x, y)
-    bits = _BITS.get(dtype)
-    if bits is None:
-        return None
-    operands = []
-    for v in (x, y):
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            operands.append(np.asarray(v, dtype).view(bits))
-        elif type(v) in HOST_ARRAYS and v.shape == c.shape and v.dtype == dtype:
-            operands.append(v.view(bits))
-        else:
-            return None
-    xb, yb = operands
-    mask = c.view(np.int8).astype(bits)
-    np.negative(mask, out=mask)  # True -> all ones, False -> all zeros
-    if yb.ndim == 0 and yb == 0:
-        out = np.bitwise_and(xb, mask)
-    else:
-        out = np.bitwise_and(yb, np.invert(mask))
-        if not (xb.ndim == 0 and xb == 0):
-            out |= np.bitwise_and(xb, mask)
-    return out.view(dtype)
-
-
-def _where_arrays(c: Any, x: Any, y: Any) -> Any:
-    selected = _select(c, x, y)
-    if selected is not None:
-        return selected
-    arrays = [a for a in (c, x, y) if not isinstance(a, bool | int | float)]
-    return array_module(arrays[0]).where(c, x, y)
-
-
 def where(condition: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
     """``x`` where ``condition`` holds, else ``y``, broadcasting all three.
 
@@ -365,12 +314,12 @@ def where(condition: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
     if any(type(a) is not np.ndarray for a in arrays):  # not all on the host: check devices
         same_device("where", c, xd, yd)
     try:
-        result = _where_arrays(c, xd, yd) if arrays else np.where(c, xd, yd)
+        result = select(c, xd, yd) if arrays else np.where(c, xd, yd)
     except ValueError:
         raise ValueError(
             f"`where`: shapes {shapes_of(c, xd, yd)} do not broadcast; line them up first"
         ) from None
-    if _ACTIVE.get():
+    if is_recording():  # only a recording tape reads the inputs (see `binary`)
         dtype = result.dtype
         inputs = (as_tensor(condition, "where"), lift(x, dtype), lift(y, dtype))
         return emit(WHERE, inputs, result)
@@ -379,13 +328,6 @@ def where(condition: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
 
 def _where_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
     c = inputs[0]
-    if not _ACTIVE.get():  # nothing records this rule: select on the arrays directly
-        cd, gd = c.data, g.data
-        return (
-            None,
-            Tensor(_where_arrays(cd, gd, 0)) if needs[1] else None,
-            Tensor(_where_arrays(cd, 0, gd)) if needs[2] else None,
-        )
     return (
         None,
         where(c, g, 0) if needs[1] else None,

@@ -11,7 +11,7 @@ from ._dispatch import as_tensor
 from ._math import exp, isfinite, log, logical_and, where
 from ._primitive import primitive
 from ._shape import Axes, _normalize_axes, broadcast_to, reshape
-from ._record import _ACTIVE, emit, stop_gradient
+from ._record import emit, stop_gradient
 from ._tensor import Tensor, TensorLike, wrap
 
 Grads = Sequence[Tensor | None]
@@ -25,7 +25,12 @@ def sum(x: TensorLike, axis: Axes = None, keepdims: bool = False) -> Tensor:  # 
     """Sum over ``axis`` (all axes by default)."""
     t = as_tensor(x, "sum")
     axes = _normalize_axes(axis, t.ndim, "sum")
-    return emit(SUM, (t,), t.data.sum(axis=axes, keepdims=keepdims), axes)
+    # One axis as an int, and keepdims only when asked: the replay writes a sum called with
+    # axis alone straight into an optimizer's flat gradient (`write_into_concatenations` in
+    # `_replay/_passes.py`), and its source then reads ``.sum(axis=0, out=...)``.
+    along = axes[0] if len(axes) == 1 else axes
+    summed = t.data.sum(axis=along, keepdims=True) if keepdims else t.data.sum(axis=along)
+    return emit(SUM, (t,), summed, axes)
 
 
 def _sum_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], axes: Any, needs: tuple[bool, ...]) -> Grads:
