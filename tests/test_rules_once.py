@@ -1,4 +1,4 @@
-"""Rules are written once, on tensors, and ask `is_recording()` where they ask.
+"""Rules are written once: on tensors, typed by `VJPRule`, asking `is_recording()` where they ask.
 
 Issue 12 measured the rules' second, raw-array copies and deleted those that an eager
 training step did not need (tinygrad's rules are written once); `affine` keeps its copy,
@@ -8,11 +8,13 @@ with the figure in a comment, and this file checks that it still equals the reco
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from mypy import api
 
 import tapegrad as tg
 from tapegrad._arrays._backend import select
@@ -24,6 +26,49 @@ OP_MODULES = ("_math.py", "_reduce.py", "_shape.py", "_linalg.py", "_dispatch.py
 
 def _tree(name: str) -> ast.Module:
     return ast.parse((CORE / name).read_text(), filename=name)
+
+
+# ---- the rules' types -------------------------------------------------------------------
+BAD_RULE = '''
+from tapegrad._core._primitive import primitive
+
+GOOD = primitive("good", lambda g, out, inputs, p, needs: (g * 2, None if needs[1] else inputs[1]))
+BAD = primitive("bad", lambda g, out, inputs, p, needs: (g.nope,))
+'''
+
+
+def test_a_rule_written_as_a_lambda_is_type_checked(tmp_path: Path) -> None:
+    # `VJPRule` is a Callable, so mypy gives the lambda's parameters their types; a
+    # Protocol would leave them Any, and `g.nope` would pass silently.
+    bad = tmp_path / "bad_rule.py"
+    bad.write_text(BAD_RULE)
+    stdout, stderr, _ = api.run(["--config-file", str(ROOT / "pyproject.toml"), "--no-error-summary", str(bad)])
+    assert stderr == ""
+    errors = [re.sub(r"^\S*[/\\]bad_rule\.py:", "bad_rule.py:", line) for line in stdout.splitlines()]
+    assert errors == ['bad_rule.py:5: error: "Tensor" has no attribute "nope"  [attr-defined]']
+
+
+def test_grads_is_defined_once_in_primitive() -> None:
+    defined_in = [
+        path.name
+        for path in sorted(CORE.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        and any(isinstance(t, ast.Name) and t.id == "Grads" for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
+    ]
+    assert defined_in == ["_primitive.py"]
+
+
+@pytest.mark.parametrize("module", OP_MODULES)
+def test_a_rule_that_is_one_return_is_a_lambda_in_its_registration(module: str) -> None:
+    # HIPS autograd's one-line table, typed: a def is for a rule with more to say.
+    one_return = [
+        node.name
+        for node in _tree(module).body
+        if isinstance(node, ast.FunctionDef) and node.name.endswith("_vjp")
+        and len(node.body) == 1 and isinstance(node.body[0], ast.Return)
+    ]
+    assert one_return == []
 
 
 # ---- recording state ---------------------------------------------------------------------

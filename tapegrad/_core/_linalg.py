@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import math
@@ -10,13 +9,11 @@ import math
 import numpy as np
 
 from ._dispatch import as_tensor, mixed_floats, same_device
-from ._primitive import primitive
+from ._primitive import Grads, primitive
+from ._record import emit, is_recording
 from ._reduce import sum as _sum
 from ._shape import reshape, swapaxes
-from ._record import emit, is_recording
 from ._tensor import Tensor, TensorLike
-
-Grads = Sequence[Tensor | None]
 
 
 def _mismatch(a: Tensor, b: Tensor) -> ValueError:

@@ -8,7 +8,6 @@ the broadcast shape: the tape reduces them to each input's shape.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,11 +15,9 @@ from numpy.typing import DTypeLike
 
 from .._arrays._backend import array_module, select
 from ._dispatch import as_tensor, binary, compare, lift, raw, same_device, shapes_of, unary, unify
-from ._primitive import primitive
+from ._primitive import Grads, primitive
 from ._record import emit, is_recording
 from ._tensor import Tensor, TensorLike, wrap
-
-Grads = Sequence[Tensor | None]
 
 
 # ---- arithmetic ---------------------------------------------------------------
@@ -29,11 +26,7 @@ def add(a: TensorLike, b: TensorLike) -> Tensor:
     return binary(ADD, a, b, operator.add)
 
 
-def _add_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g, g)
-
-
-ADD = primitive("add", _add_vjp)
+ADD = primitive("add", lambda g, out, inputs, p, needs: (g, g))
 
 
 def sub(a: TensorLike, b: TensorLike) -> Tensor:
@@ -41,11 +34,7 @@ def sub(a: TensorLike, b: TensorLike) -> Tensor:
     return binary(SUB, a, b, operator.sub)
 
 
-def _sub_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g, neg(g) if needs[1] else None)
-
-
-SUB = primitive("sub", _sub_vjp)
+SUB = primitive("sub", lambda g, out, inputs, p, needs: (g, neg(g) if needs[1] else None))
 
 
 def mul(a: TensorLike, b: TensorLike) -> Tensor:
@@ -100,11 +89,7 @@ def neg(x: TensorLike) -> Tensor:
     return unary(NEG, x, operator.neg)
 
 
-def _neg_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (neg(g),)
-
-
-NEG = primitive("neg", _neg_vjp)
+NEG = primitive("neg", lambda g, out, inputs, p, needs: (neg(g),))
 
 
 # ---- transcendental -------------------------------------------------------------
@@ -113,11 +98,7 @@ def exp(x: TensorLike) -> Tensor:
     return unary(EXP, x, np.exp)
 
 
-def _exp_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g * out,)
-
-
-EXP = primitive("exp", _exp_vjp)
+EXP = primitive("exp", lambda g, out, inputs, p, needs: (g * out,))
 
 
 def log(x: TensorLike) -> Tensor:
@@ -125,11 +106,7 @@ def log(x: TensorLike) -> Tensor:
     return unary(LOG, x, np.log)
 
 
-def _log_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g / inputs[0],)
-
-
-LOG = primitive("log", _log_vjp)
+LOG = primitive("log", lambda g, out, inputs, p, needs: (g / inputs[0],))
 
 
 def sqrt(x: TensorLike) -> Tensor:
@@ -137,11 +114,7 @@ def sqrt(x: TensorLike) -> Tensor:
     return unary(SQRT, x, np.sqrt)
 
 
-def _sqrt_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g / (out * 2),)
-
-
-SQRT = primitive("sqrt", _sqrt_vjp)
+SQRT = primitive("sqrt", lambda g, out, inputs, p, needs: (g / (out * 2),))
 
 
 def abs(x: TensorLike) -> Tensor:  # noqa: A001 - NumPy's name
@@ -149,11 +122,7 @@ def abs(x: TensorLike) -> Tensor:  # noqa: A001 - NumPy's name
     return unary(ABS, x, np.abs)
 
 
-def _abs_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g * sign(inputs[0]).astype(g.dtype),)
-
-
-ABS = primitive("abs", _abs_vjp)
+ABS = primitive("abs", lambda g, out, inputs, p, needs: (g * sign(inputs[0]).astype(g.dtype),))
 
 
 def tanh(x: TensorLike) -> Tensor:
@@ -161,11 +130,7 @@ def tanh(x: TensorLike) -> Tensor:
     return unary(TANH, x, np.tanh)
 
 
-def _tanh_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g * (1 - out * out),)
-
-
-TANH = primitive("tanh", _tanh_vjp)
+TANH = primitive("tanh", lambda g, out, inputs, p, needs: (g * (1 - out * out),))
 
 
 def _sigmoid(x: Any) -> Any:
@@ -178,11 +143,7 @@ def sigmoid(x: TensorLike) -> Tensor:
     return unary(SIGMOID, x, _sigmoid)
 
 
-def _sigmoid_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g * out * (1 - out),)
-
-
-SIGMOID = primitive("sigmoid", _sigmoid_vjp)
+SIGMOID = primitive("sigmoid", lambda g, out, inputs, p, needs: (g * out * (1 - out),))
 
 
 def sin(x: TensorLike) -> Tensor:
@@ -190,11 +151,7 @@ def sin(x: TensorLike) -> Tensor:
     return unary(SIN, x, np.sin)
 
 
-def _sin_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g * cos(inputs[0]),)
-
-
-SIN = primitive("sin", _sin_vjp)
+SIN = primitive("sin", lambda g, out, inputs, p, needs: (g * cos(inputs[0]),))
 
 
 def cos(x: TensorLike) -> Tensor:
@@ -202,11 +159,7 @@ def cos(x: TensorLike) -> Tensor:
     return unary(COS, x, np.cos)
 
 
-def _cos_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (neg(g * sin(inputs[0])),)
-
-
-COS = primitive("cos", _cos_vjp)
+COS = primitive("cos", lambda g, out, inputs, p, needs: (neg(g * sin(inputs[0])),))
 
 
 # ---- selection ------------------------------------------------------------------
@@ -261,12 +214,8 @@ def _relu_array(d: Any) -> Any:
     return array_module(d).maximum(d, 0)
 
 
-def _relu_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    # out > 0 exactly where x > 0 (NaN in both is not > 0), and out is what the tape kept.
-    return (where(out > 0, g, 0),)
-
-
-RELU = primitive("relu", _relu_vjp)
+# out > 0 exactly where x > 0 (NaN in both is not > 0), and out is what the tape kept.
+RELU = primitive("relu", lambda g, out, inputs, p, needs: (where(out > 0, g, 0),))
 
 
 def clip(x: TensorLike, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
@@ -348,11 +297,7 @@ def cast(x: TensorLike, dtype: DTypeLike) -> Tensor:
     return emit(CAST, (t,), t.data.astype(target))
 
 
-def _cast_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (cast(g, inputs[0].dtype),)
-
-
-CAST = primitive("cast", _cast_vjp)
+CAST = primitive("cast", lambda g, out, inputs, p, needs: (cast(g, inputs[0].dtype),))
 
 
 def copy(x: TensorLike) -> Tensor:
@@ -361,11 +306,7 @@ def copy(x: TensorLike) -> Tensor:
     return emit(COPY, (t,), t.data.copy())
 
 
-def _copy_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g,)
-
-
-COPY = primitive("copy", _copy_vjp)
+COPY = primitive("copy", lambda g, out, inputs, p, needs: (g,))
 
 
 # ---- never differentiated: boolean and sign results ---------------------------------

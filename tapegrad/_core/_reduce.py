@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ._dispatch import as_tensor
 from ._math import exp, isfinite, log, logical_and, where
-from ._primitive import primitive
+from ._primitive import Grads, primitive
 from ._shape import Axes, _normalize_axes, broadcast_to, reshape
 from ._record import emit, stop_gradient
 from ._tensor import Tensor, TensorLike, wrap
-
-Grads = Sequence[Tensor | None]
 
 
 def _keepdims_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:

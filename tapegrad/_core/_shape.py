@@ -11,12 +11,11 @@ from .._arrays._backend import array_module, device_of, to_device
 from .._arrays._backend import scatter_add as _scatter_add_raw
 from .._arrays._backend import zeros_for
 from ._dispatch import as_tensor, mixed_floats
-from ._primitive import primitive
+from ._primitive import Grads, primitive
 from ._record import emit
 from ._tensor import Index, Tensor, TensorLike
 from .._arrays._traced import Traced, owned_constant, traced_in
 
-Grads = Sequence[Tensor | None]
 Axes = int | tuple[int, ...] | None
 
 
@@ -53,11 +52,7 @@ def reshape(x: TensorLike, shape: Sequence[int]) -> Tensor:
     return emit(RESHAPE, (t,), result)
 
 
-def _reshape_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (reshape(g, inputs[0].shape),)
-
-
-RESHAPE = primitive("reshape", _reshape_vjp)
+RESHAPE = primitive("reshape", lambda g, out, inputs, p, needs: (reshape(g, inputs[0].shape),))
 
 
 def squeeze(x: TensorLike, axis: Axes = None) -> Tensor:
@@ -100,11 +95,9 @@ def transpose(x: TensorLike, axes: Sequence[int] | None = None) -> Tensor:
     return emit(TRANSPOSE, (t,), t.data.transpose(perm), perm)
 
 
-def _transpose_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], perm: Any, needs: tuple[bool, ...]) -> Grads:
-    return (transpose(g, tuple(np.argsort(perm))),)
-
-
-TRANSPOSE = primitive("transpose", _transpose_vjp)
+TRANSPOSE = primitive(
+    "transpose", lambda g, out, inputs, perm, needs: (transpose(g, tuple(np.argsort(perm))),)
+)
 
 
 def permute(x: TensorLike, axes: Sequence[int]) -> Tensor:
@@ -135,11 +128,8 @@ def broadcast_to(x: TensorLike, shape: Sequence[int]) -> Tensor:
     return emit(BROADCAST_TO, (t,), result)
 
 
-def _broadcast_to_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
-    return (g,)  # the tape sums it back to the input's shape
-
-
-BROADCAST_TO = primitive("broadcast_to", _broadcast_to_vjp)
+# The tape sums the cotangent back to the input's shape.
+BROADCAST_TO = primitive("broadcast_to", lambda g, out, inputs, p, needs: (g,))
 
 
 # ---- joining ---------------------------------------------------------------------
