@@ -24,5 +24,4 @@ from ._layers import Sequential as Sequential
 from ._layers import serial as serial
 from ._losses import Reduction as Reduction
 from ._losses import cross_entropy as cross_entropy
-from ._losses import log_loss as log_loss
 from ._losses import mse as mse

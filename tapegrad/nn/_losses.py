@@ -8,7 +8,7 @@ import numpy as np
 
 from .._arrays._backend import array_module, zeros_for
 from .._core._custom_vjp import custom_vjp
-from .._core._reduce import log_softmax, softmax
+from .._core._reduce import softmax
 from .._core._tape import is_recording
 from .._core._tensor import Tensor, wrap
 from .._arrays._traced import concrete
@@ -137,12 +137,6 @@ def _cross_entropy_bwd(res: tuple[Tensor, Tensor, Any, str], g: Tensor) -> tuple
 
 
 cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
-
-
-def log_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Unfused cross-entropy from `log_softmax`, for checking the fused one."""
-    n = logits.shape[0]
-    return -log_softmax(logits, axis=1)[np.arange(n), labels].mean()
 
 
 def mse(prediction: Tensor, target: Tensor, reduction: Reduction = "mean") -> Tensor:
