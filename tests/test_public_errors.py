@@ -1,7 +1,11 @@
-"""Misuse at the public surface gets a TypeError or ValueError that names the problem and the fix.
+"""Errors teach: misuse at the public surface gets an error that names the op, the shapes or
+dtypes, and the fix.
 
-The same table is printed in the README ("Misuses that are caught"); a test
-keeps the two identical, so the README never drifts from what the code says.
+The whole message is pinned, so a change in wording is a deliberate one. `MISUSES`
+is also printed in the README ("Misuses that are caught"); a test keeps the two
+identical, so the README never drifts from what the code says. `MESSAGES` pins
+more calls the same way, and the tests at the end pin what a table cannot: the
+file and line that `debug_nans` names.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import nn, optim
+from tapegrad import Tape, nn, optim
+
+from _support import line_after
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -260,12 +267,83 @@ MISUSES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
 ]
 
 
+@attrs.frozen
+class Linear:
+    weight: tg.Tensor
+    bias: object
+
+
+def _integer_source() -> None:
+    labels = tg.tensor([0, 1, 1])
+    x = tg.tensor([1.0, 2.0, 3.0])
+    with Tape() as tape:
+        y = (x * labels).sum()
+    tape.gradient(y, {"x": x, "labels": labels})
+
+
+def _integer_target() -> None:
+    x = tg.tensor([1, 2])
+    with Tape() as tape:
+        y = x.sum()
+    tape.gradient(y, tg.tensor(1.0))
+
+
+def _array_in_a_source_pytree() -> None:
+    w = tg.tensor(1.0)
+    with Tape() as tape:
+        y = w * 2
+    tape.gradient(y, {"layers": [Linear(w, None), Linear(w, np.zeros(1))]})
+
+
+# Pinned like MISUSES, but not printed in the README.
+MESSAGES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
+    ("matmul with the first operand not transposed", lambda: tg.matmul(tg.tensor(np.zeros((5, 3))), tg.tensor(np.zeros((5, 2)))),
+     ValueError, "`matmul`: shapes (5, 3) and (5, 2) do not align; did you mean `x.T @ w`?"),
+    ("matmul of a 0-d tensor", lambda: tg.tensor(2.0) @ tg.tensor([1.0, 2.0]), ValueError,
+     "`matmul`: shapes () and (2,): matmul needs at least 1-D operands; use `*` to scale by a scalar"),
+    ("float64 shapes that do not broadcast", lambda: tg.tensor(np.ones((2, 3))) + tg.tensor(np.ones(4)), ValueError,
+     "`add`: shapes (2, 3) and (4,) do not broadcast; NumPy's rule matches shapes from the right, "
+     "and each pair of sizes must be equal or 1. Reshape one operand (e.g. x[:, None]) to line them up."),
+    ("mul names itself when shapes do not broadcast", lambda: tg.tensor([1.0, 2.0, 3.0]) * tg.tensor([1.0, 2.0]),
+     ValueError, "`mul`: shapes (3,) and (2,) do not broadcast; NumPy's rule matches shapes from the right, "
+     "and each pair of sizes must be equal or 1. Reshape one operand (e.g. x[:, None]) to line them up."),
+    ("a 2-d reshape to the wrong number of elements", lambda: tg.tensor(np.ones((2, 3))).reshape(4, 2), ValueError,
+     "`reshape`: cannot reshape a tensor of shape (2, 3) (6 elements) into shape (4, 2)"),
+    ("concatenate with mismatched shapes",
+     lambda: tg.concatenate([tg.tensor(np.ones((2, 3))), tg.tensor(np.ones((2, 4)))]), ValueError,
+     "`concatenate`: shapes [(2, 3), (2, 4)] cannot be joined on axis 0; all other axes must match"),
+    ("squeeze of an axis that is not 1", lambda: tg.tensor(np.ones((1, 3))).squeeze(1), ValueError,
+     "`squeeze`: axis 1 has length 3, not 1, in shape (1, 3)"),
+    ("transpose with an axis out of range", lambda: tg.transpose(tg.tensor(np.zeros((2, 3))), (0, 3)), ValueError,
+     "`transpose`: axes (0, 3) are not a permutation of the 2 axes of a tensor of shape (2, 3)"),
+    ("an integer tensor among the sources of a recorded computation", _integer_source, TypeError,
+     "Tape.gradient: sources['labels'] has dtype int64; only floating tensors can be differentiated. "
+     "Cast it first, e.g. x.astype('float32')."),
+    ("an integer target", _integer_target, TypeError,
+     "Tape.gradient: target has dtype int64; only a floating target can be differentiated"),
+    ("an array in a source pytree, named by its path", _array_in_a_source_pytree, TypeError,
+     "Tape.gradient: sources['layers'][1].bias is a ndarray, not a Tensor; every leaf of `sources` must be a "
+     "Tensor (or None)"),
+    ("a str where a Tensor is expected", lambda: tg.exp("1.0"), TypeError,  # type: ignore[arg-type]
+     "`exp`: x must be a Tensor, a Python number or an array, got str; wrap it with tapegrad.tensor(...)"),
+    ("tensor() of a list of tensors", lambda: tg.tensor([tg.tensor(1.0), tg.tensor(2.0)]), TypeError,
+     "tensor(): the list holds Tensors; combine them with tapegrad.stack(...) so the result stays differentiable"),
+    ("item() of a tensor with many elements", lambda: tg.tensor([1.0, 2.0]).item(), ValueError,
+     "item(): only a tensor with one element can be converted to a Python number, this one has shape (2,); "
+     "index or reduce it first"),
+    ("clip with crossed bounds", lambda: tg.clip(tg.tensor(0.5), 1.0, 0.0), ValueError,
+     "`clip`: min=1.0 is greater than max=0.0"),
+]
+
+
 def readme_row(description: str, error: type[Exception], message: str) -> str:
     """The README's table row for one misuse."""
     return f"| {description} | `{error.__name__}` | {message} |"
 
 
-@pytest.mark.parametrize(("description", "call", "error", "message"), MISUSES, ids=[m[0] for m in MISUSES])
+@pytest.mark.parametrize(
+    ("description", "call", "error", "message"), MISUSES + MESSAGES, ids=[m[0] for m in MISUSES + MESSAGES]
+)
 def test_misuse_is_caught_with_its_message(
     description: str, call: Callable[[], Any], error: type[Exception], message: str
 ) -> None:
@@ -279,3 +357,43 @@ def test_the_readme_lists_every_misuse_with_its_message() -> None:
     text = README.read_text(encoding="utf-8")
     missing = [readme_row(d, e, m) for d, _, e, m in MISUSES if readme_row(d, e, m) not in text]
     assert not missing, "README.md lacks these rows:\n" + "\n".join(missing)
+
+
+# ---- debug_nans names the op, and the file and line that called it -------------------------
+def test_debug_nans_names_the_op_that_made_a_nan() -> None:
+    x = tg.tensor([1.0, -1.0])
+    with tg.debug_nans():
+        line = line_after()
+        with pytest.raises(FloatingPointError) as info:
+            tg.log(x)
+    where = f"{__file__}:{line + 1}: tg.log(x)"
+    assert str(info.value) == f"`log` produced nan in its forward pass, called at {where}"
+
+
+def test_debug_nans_names_the_op_that_made_an_infinity() -> None:
+    x = tg.tensor([1.0, 0.0])
+    with tg.debug_nans():
+        line = line_after()
+        with pytest.raises(FloatingPointError) as info:
+            y = 1.0 / x
+    where = f"{__file__}:{line + 1}: y = 1.0 / x"
+    assert str(info.value) == f"`div` produced inf in its forward pass, called at {where}"
+
+
+def test_debug_nans_names_the_op_whose_backward_rule_made_an_infinity() -> None:
+    x = tg.tensor([0.0, 4.0])
+    with tg.debug_nans():
+        with Tape() as tape:
+            line = line_after()
+            y = tg.sqrt(x).sum()
+        with pytest.raises(FloatingPointError) as info:
+            tape.gradient(y, x)
+    where = f"{__file__}:{line}: y = tg.sqrt(x).sum()"
+    message = f"`sqrt` produced inf in its backward pass (cotangent of input 0), called at {where}"
+    assert str(info.value) == message
+
+
+def test_without_debug_nans_a_nan_passes_silently() -> None:
+    with np.errstate(invalid="ignore"):
+        y = tg.sqrt(tg.tensor([-1.0]))
+    assert np.isnan(y.item())
