@@ -20,15 +20,10 @@ from .. import _tree as tree
 from .._arrays._backend import array_module
 from . import _anomaly
 from ._math import copy
-from ._record import _ACTIVE as _ACTIVE  # (transitional, with the two below)
-from ._record import Record, Recorder
-# Transitional: nn, optim and the replay still import these two from here (their files
-# are being edited in parallel); they switch to _record at the end of this step.
-from ._record import is_recording as is_recording
-from ._record import stop_gradient as stop_gradient
+from ._record import _ACTIVE, Record, Recorder
 from ._reduce import sum as _sum
 from ._shape import reshape
-from ._tensor import Tensor, wrap
+from ._tensor import Tensor
 
 Unconnected: TypeAlias = Literal["zero", "none", "error"]
 S = TypeVar("S")

@@ -10,7 +10,7 @@ import numpy as np
 from .._core._custom_vjp import custom_vjp
 from .._core._math import relu as relu
 from .._core._math import tanh
-from .._core._tape import is_recording
+from .._core._record import is_recording
 from .._core._tensor import Tensor
 
 _C = math.sqrt(2.0 / math.pi)

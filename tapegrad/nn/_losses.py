@@ -9,7 +9,7 @@ import numpy as np
 from .._arrays._backend import array_module, zeros_for
 from .._core._custom_vjp import custom_vjp
 from .._core._reduce import softmax
-from .._core._tape import is_recording
+from .._core._record import is_recording
 from .._core._tensor import Tensor, wrap
 from .._arrays._traced import concrete
 
