@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "examples")]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARTICLE = REPO.parent / "shared" / "seed" / "000_060bd1e53c7aa4d2.txt"
 DATA = REPO.parent / "shared" / "data"
 SEED_SCRIPT = REPO / "tests" / "seed" / "seed_mnist.py"

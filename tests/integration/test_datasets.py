@@ -12,7 +12,7 @@ import pytest
 
 from tapegrad.datasets import DatasetError, load_mnist, resolve_data_dir
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 REFETCH = (
     "delete it and run again with network access so torchvision downloads it again "
     "(`pip install 'tapegrad[examples]'`), or copy a good one there"

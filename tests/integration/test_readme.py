@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 FENCES = re.findall(r"^```(\S*)", README, flags=re.M)
 BLOCKS = re.findall(r"^```python\n(.*?)^```", README, flags=re.S | re.M)

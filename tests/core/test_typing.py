@@ -14,7 +14,7 @@ import pytest
 from mypy import api
 
 HERE = pathlib.Path(__file__).parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 
 BAD = '''
 import attrs

@@ -19,7 +19,7 @@ from mypy import api
 import tapegrad as tg
 from tapegrad._arrays._backend import select
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "tapegrad" / "_core"
 OP_MODULES = ("_math.py", "_reduce.py", "_shape.py", "_linalg.py", "_dispatch.py")
 

@@ -30,7 +30,7 @@ import tapegrad as tg
 from tapegrad import checkpoint, tree
 from tapegrad.nn import MLP
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "mnist.py"
 DATA = REPO.parent / "shared" / "data"
 EPOCHS = 3

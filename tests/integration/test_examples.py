@@ -23,7 +23,7 @@ import pytest
 import tapegrad as tg
 from tapegrad import checkpoint, nn, optim
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 DATA = REPO.parent / "shared" / "data"
 README = REPO / "README.md"
