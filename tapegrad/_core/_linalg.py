@@ -10,7 +10,7 @@ import numpy as np
 
 from ._dispatch import as_tensor, mixed_floats, same_device
 from ._primitive import Grads, primitive
-from ._record import emit, is_recording
+from ._record import active_tapes, emit
 from ._reduce import sum as _sum
 from ._shape import reshape, swapaxes
 from ._tensor import Tensor, TensorLike
@@ -165,7 +165,7 @@ def _matrix(shape: tuple[int, ...]) -> tuple[int, int]:
 def _affine_vjp(g: Tensor, out: Tensor, inputs: tuple[Tensor, ...], p: Any, needs: tuple[bool, ...]) -> Grads:
     x, w = inputs[0], inputs[1]
     has_bias = len(inputs) == 3
-    if not is_recording():
+    if not active_tapes():
         # Nothing records this rule: the same products straight on the arrays. The one rule
         # that keeps an array copy: every Linear layer's backward runs here, and the six ops
         # the tensor path records (reshapes, transposes, two products, a sum) slow the eager

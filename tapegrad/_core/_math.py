@@ -16,7 +16,7 @@ from numpy.typing import DTypeLike
 from .._arrays._backend import array_module, select
 from ._dispatch import as_tensor, binary, compare, lift, raw, same_device, shapes_of, unary, unify
 from ._primitive import Grads, primitive
-from ._record import emit, is_recording
+from ._record import active_tapes, emit
 from ._tensor import Tensor, TensorLike, wrap
 
 
@@ -268,7 +268,7 @@ def where(condition: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
         raise ValueError(
             f"`where`: shapes {shapes_of(c, xd, yd)} do not broadcast; line them up first"
         ) from None
-    if is_recording():  # only a recording tape reads the inputs (see `binary`)
+    if active_tapes():  # only a recording tape reads the inputs (see `binary`)
         dtype = result.dtype
         inputs = (as_tensor(condition, "where"), lift(x, dtype), lift(y, dtype))
         return emit(WHERE, inputs, result)

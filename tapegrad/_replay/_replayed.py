@@ -33,7 +33,7 @@ from ._random import generator_states, reachable_generators, same_states, watch_
 from ._signature import Binding, bind, compile_guard
 from ._codegen import GuardFailed, compile_instructions
 from ._passes import accumulate_into_donated, drop_dead, reuse_buffers, write_into_concatenations
-from .._core._record import _ACTIVE
+from .._core._record import active_tapes
 from .._core._tensor import Tensor
 from .._arrays._traced import Const, Instruction, Recording, ReplayError, Ref, Template, Traced, template_slots
 
@@ -131,7 +131,7 @@ class Replayed(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        if _ACTIVE.get():
+        if active_tapes():
             raise ReplayError(
                 "replay: a replayed function was called while a Tape is recording; a replay "
                 "records nothing on it, so its gradients would be lost. Call it outside the "
